@@ -1,0 +1,200 @@
+"""The experiment configuration: schema validation, the checks a schema cannot express, typed views.
+
+Both the Snakefile and the CLI go through :func:`check_config`, so a typo is caught the same way
+before any job starts, with a message that names the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from optuna.distributions import BaseDistribution
+
+from finetune_hpo.search_space import SearchSpaceError, build_search_space
+from finetune_hpo.tasks import METHODS, TASKS, TaskSpec
+
+logger = logging.getLogger(__name__)
+
+# The workflow's schemas are the single source of truth; the package reads them from the checkout.
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
+CONFIG_SCHEMA = SCHEMA_DIR / "config.schema.yaml"
+OPTIMAL_SCHEMA = SCHEMA_DIR / "optimal.schema.yaml"
+
+SUPPORTED_DATA_SUFFIXES = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+class ConfigError(ValueError):
+    """An error in the user's configuration; the message names the key and what to do."""
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """Everything that defines one study (task x method), resolved from the config.
+
+    Args:
+        task: The task's registry entry.
+        method: ``full_finetune`` or ``lora``.
+        study_name: ``<task>_<method>``, the Optuna study name and the W&B group.
+        search_space: Hyperparameter name -> Optuna distribution, overrides applied.
+        config: The whole validated config (read-only by convention).
+    """
+
+    task: TaskSpec
+    method: str
+    study_name: str
+    search_space: dict[str, BaseDistribution]
+    config: Mapping[str, Any] = field(repr=False)
+
+    @property
+    def seed(self) -> int:
+        return int(self.config["seed"])
+
+    @property
+    def sampler_seed(self) -> int:
+        seed = self.config["optuna"]["sampler"]["seed"]
+        return self.seed if seed is None else int(seed)
+
+    @property
+    def n_trials(self) -> int:
+        return int(self.config["optuna"]["n_trials"])
+
+    @property
+    def model_name_or_path(self) -> str:
+        return str(self.config["model"]["name_or_path"])
+
+
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read a YAML config, merge ``overrides`` on top (like Snakemake's --config) and check it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+    if overrides:
+        config = _deep_merge(config, overrides)
+    return check_config(config)
+
+
+def _deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def validate_schema(config: dict[str, Any]) -> None:
+    """Validate against the JSON Schema and fill in its defaults, in place (Snakemake's validator)."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    try:
+        validate(config, str(CONFIG_SCHEMA), set_default=True)
+    except WorkflowError as err:
+        raise ConfigError(f"config does not match {CONFIG_SCHEMA.name}: {_first_line(err)}") from err
+
+
+def _first_line(err: Exception) -> str:
+    # Snakemake's message repeats the whole schema; the first lines carry the key and the problem.
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return " ".join(lines[:3])
+
+
+def check_config(config: dict[str, Any], *, check_data_files: bool = True) -> dict[str, Any]:
+    """Validate ``config`` in place (schema, then semantics) and return it.
+
+    Args:
+        config: The merged config dict; schema defaults are written into it.
+        check_data_files: Also check that local data files exist and have the task's columns. Files that
+            the demo generates are skipped until they exist.
+
+    Raises:
+        ConfigError: naming the key and the problem.
+    """
+    validate_schema(config)
+    for task_name in config["tasks"]:
+        if task_name not in TASKS:
+            raise ConfigError(f"tasks.{task_name}: unknown task; known tasks: {', '.join(sorted(TASKS))}")
+    for method in config["methods"]:
+        if method not in METHODS:
+            raise ConfigError(f"methods: unknown method {method!r}; known methods: {', '.join(METHODS)}")
+        if method not in config["search_spaces"]:
+            raise ConfigError(f"search_spaces.{method}: missing; every method in 'methods' needs a search space")
+    for vm, vm_tasks in config["vms"].items():
+        for task_name in vm_tasks:
+            if task_name not in config["tasks"]:
+                raise ConfigError(f"vms.{vm}: task {task_name!r} is not configured under 'tasks'")
+    if config["vm"] is not None and config["vm"] not in config["vms"]:
+        known = ", ".join(config["vms"]) or "none"
+        raise ConfigError(f"vm: {config['vm']!r} is not defined under 'vms' (defined: {known})")
+    for task_name in config["tasks"]:
+        for method in config["methods"]:
+            study_settings(config, task_name, method)
+        if check_data_files:
+            _check_data_files(config, task_name)
+    return config
+
+
+def study_settings(config: Mapping[str, Any], task_name: str, method: str) -> StudySettings:
+    """Resolve one study's settings: the method's space with the task's overrides applied."""
+    task_config = config["tasks"][task_name]
+    space = dict(config["search_spaces"][method])
+    overrides = task_config.get("search_space_overrides", {})
+    unknown_methods = sorted(set(overrides) - set(METHODS))
+    if unknown_methods:
+        raise ConfigError(f"tasks.{task_name}.search_space_overrides: unknown method(s) {', '.join(unknown_methods)}")
+    space.update(overrides.get(method, {}))
+    where = f"search_spaces.{method}" + (
+        f" (with tasks.{task_name}.search_space_overrides.{method})" if method in overrides else ""
+    )
+    try:
+        distributions = build_search_space(method, space, where)
+    except SearchSpaceError as err:
+        raise ConfigError(str(err)) from err
+    return StudySettings(
+        task=TASKS[task_name],
+        method=method,
+        study_name=f"{task_name}_{method}",
+        search_space=distributions,
+        config=config,
+    )
+
+
+def _check_data_files(config: Mapping[str, Any], task_name: str) -> None:
+    data_files = config["tasks"][task_name].get("data_files")
+    if not data_files:
+        return
+    generated = bool(config["demo"]["synthetic_data"])
+    for split in ("train", "validation"):
+        key = f"tasks.{task_name}.data_files.{split}"
+        if not data_files.get(split):
+            raise ConfigError(f"{key}: missing; give a file for both 'train' and 'validation'")
+        path = Path(data_files[split])
+        if path.suffix not in SUPPORTED_DATA_SUFFIXES:
+            raise ConfigError(
+                f"{key}: {path} has an unsupported suffix; use one of {', '.join(SUPPORTED_DATA_SUFFIXES)}"
+            )
+        if not path.exists():
+            if generated:
+                continue  # rule generate_demo_data writes it
+            raise ConfigError(f"{key}: file {path} does not exist")
+        from finetune_hpo.data import check_columns  # imports pyarrow/datasets: only when needed
+
+        check_columns(path, TASKS[task_name], where=key)
+
+
+def planned_tasks(config: Mapping[str, Any]) -> list[str]:
+    """Tasks to plan: the selected vm's tasks, or every configured task when no vm is selected."""
+    if config["vm"] is None:
+        return list(config["tasks"])
+    return [task for task in config["tasks"] if task in config["vms"][config["vm"]]]

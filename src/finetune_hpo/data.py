@@ -1,0 +1,195 @@
+"""Loading a task's splits (hub or local files in the hub schema) and drawing the seeded, stratified tiers.
+
+Stratification keeps the label mix of each split (answerable vs unanswerable for SQuAD v2), so a 500-example
+tier of RTE has the same class balance as the full training set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from finetune_hpo.io import write_json_atomic, write_jsonl_atomic
+from finetune_hpo.tasks import TaskSpec
+
+if TYPE_CHECKING:
+    import datasets
+
+logger = logging.getLogger(__name__)
+
+SPLITS: tuple[str, ...] = ("train", "validation")
+
+
+class DataError(ValueError):
+    """Data that cannot be used for a task; the message names the file or split and the problem."""
+
+
+def read_columns(path: Path) -> list[str]:
+    """Column names of a local data file, read without loading the whole file."""
+    suffix = path.suffix
+    if suffix in (".json", ".jsonl"):
+        with path.open() as handle:
+            first = handle.readline().strip()
+        if not first:
+            raise DataError(f"{path} is empty")
+        try:
+            row = json.loads(first)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}: first line is not a JSON object ({err}); expected JSON Lines") from err
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: first line is not a JSON object; expected JSON Lines")
+        return list(row)
+    if suffix == ".csv":
+        import csv
+
+        with path.open(newline="") as handle:
+            return next(csv.reader(handle), [])
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    raise DataError(f"{path}: unsupported file type {suffix!r}")
+
+
+def check_columns(path: Path, task: TaskSpec, where: str) -> None:
+    """Raise a :class:`DataError` naming ``where`` if ``path`` lacks a column of ``task``'s hub schema."""
+    columns = read_columns(Path(path))
+    missing = [column for column in task.required_columns if column not in columns]
+    if missing:
+        raise DataError(
+            f"{where}: {path} lacks column(s) {', '.join(missing)} of task {task.name!r} "
+            f"(found: {', '.join(columns) or 'none'}; expected the hub schema: {', '.join(task.required_columns)})"
+        )
+
+
+def load_splits(task: TaskSpec, data_files: Mapping[str, str] | None = None) -> datasets.DatasetDict:
+    """Load the train and validation splits of ``task`` from the hub, or from local files in the hub schema.
+
+    Args:
+        task: The task's registry entry.
+        data_files: ``{"train": path, "validation": path}``; ``None`` loads ``task.hub_path`` from the hub.
+    """
+    import datasets
+
+    if data_files:
+        paths = {split: str(data_files[split]) for split in SPLITS}
+        for split, path in paths.items():
+            if not Path(path).is_file():
+                raise DataError(f"data file for split {split!r} of task {task.name!r} does not exist: {path}")
+            check_columns(Path(path), task, where=f"tasks.{task.name}.data_files.{split}")
+        from finetune_hpo.config import SUPPORTED_DATA_SUFFIXES
+
+        builders = {SUPPORTED_DATA_SUFFIXES[Path(path).suffix] for path in paths.values()}
+        if len(builders) != 1:
+            raise DataError(f"task {task.name!r}: train and validation files must have the same format")
+        loaded = datasets.load_dataset(builders.pop(), data_files=paths)
+    else:
+        logger.info("loading %s (%s) from the Hugging Face hub", task.hub_path, task.hub_config)
+        loaded = datasets.load_dataset(task.hub_path, task.hub_config)
+    return datasets.DatasetDict({split: loaded[split] for split in SPLITS})
+
+
+def strata(task: TaskSpec, rows: datasets.Dataset) -> list[Any]:
+    """The stratum of every row: its label, or whether a QA question is answerable."""
+    labels = rows[task.label_column]
+    if task.is_classification:
+        return list(labels)
+    return [bool(answer["text"]) for answer in labels]
+
+
+def check_rows(task: TaskSpec, rows: datasets.Dataset, split: str) -> None:
+    """Refuse an empty split or labels outside the task's label set, before anything is written."""
+    if len(rows) == 0:
+        raise DataError(f"task {task.name!r}: split {split!r} is empty")
+    if task.is_classification:
+        bad = sorted({label for label in rows[task.label_column] if label not in range(task.num_labels)})
+        if bad:
+            raise DataError(
+                f"task {task.name!r}: split {split!r} has label(s) {bad[:5]} outside 0..{task.num_labels - 1} "
+                f"({', '.join(task.label_names)})"
+            )
+    else:
+        for answer in rows[task.label_column][:100]:
+            if not isinstance(answer, Mapping) or "text" not in answer or "answer_start" not in answer:
+                raise DataError(
+                    f"task {task.name!r}: split {split!r} has an '{task.label_column}' value without "
+                    "'text' and 'answer_start' lists (the SQuAD v2 schema)"
+                )
+
+
+def stratified_indices(labels: Sequence[Any], size: int, seed: int) -> list[int]:
+    """Draw ``size`` row indices with each stratum's share kept (largest-remainder rounding), seeded.
+
+    The result is sorted so the subsample keeps the source order; it depends only on ``labels``,
+    ``size`` and ``seed``.
+    """
+    if size > len(labels):
+        raise DataError(f"asked for {size} examples but the split has only {len(labels)}")
+    rng = np.random.default_rng(seed)
+    by_stratum: dict[Any, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_stratum.setdefault(label, []).append(index)
+    keys = sorted(by_stratum, key=repr)
+    exact = {key: size * len(by_stratum[key]) / len(labels) for key in keys}
+    quota = {key: int(exact[key]) for key in keys}
+    # Hand the leftover examples to the strata with the largest remainders (ties by stratum order).
+    leftover = size - sum(quota.values())
+    for key in sorted(keys, key=lambda k: exact[k] - quota[k], reverse=True)[:leftover]:
+        quota[key] += 1
+    chosen: list[int] = []
+    for key in keys:
+        members = np.asarray(by_stratum[key])
+        chosen.extend(rng.choice(members, size=quota[key], replace=False).tolist())
+    return sorted(chosen)
+
+
+def subsample(
+    task: TaskSpec,
+    splits: datasets.DatasetDict,
+    train_size: int,
+    validation_fraction: float,
+    seed: int,
+) -> dict[str, datasets.Dataset]:
+    """Draw the training tier and a validation set of ``validation_fraction * train_size`` examples.
+
+    Raises:
+        DataError: a split is empty, has bad labels, or is smaller than asked.
+    """
+    sizes = {"train": train_size, "validation": max(1, round(train_size * validation_fraction))}
+    drawn: dict[str, datasets.Dataset] = {}
+    for offset, split in enumerate(SPLITS):
+        rows = splits[split]
+        check_rows(task, rows, split)
+        if sizes[split] > len(rows):
+            raise DataError(
+                f"task {task.name!r}: asked for {sizes[split]} {split} examples but the split has only "
+                f"{len(rows)}; lower tasks.{task.name}.train_size"
+                + (" or validation_fraction" if split == "validation" else "")
+            )
+        indices = stratified_indices(strata(task, rows), sizes[split], seed + offset)
+        drawn[split] = rows.select(indices)
+    return drawn
+
+
+def write_subsample(task: TaskSpec, drawn: Mapping[str, datasets.Dataset], out_dir: Path, seed: int) -> dict:
+    """Write each split as JSON Lines plus a ``summary.json`` with sizes, label counts and a content hash."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {"task": task.name, "seed": seed, "splits": {}}
+    for split, rows in drawn.items():
+        records = rows.to_list()
+        write_jsonl_atomic(out_dir / f"{split}.jsonl", records)
+        counts = Counter(strata(task, rows))
+        summary["splits"][split] = {
+            "size": len(records),
+            "strata": {str(key): counts[key] for key in sorted(counts, key=repr)},
+            "sha256": hashlib.sha256((out_dir / f"{split}.jsonl").read_bytes()).hexdigest(),
+        }
+    write_json_atomic(out_dir / "summary.json", summary)
+    return summary

@@ -1,0 +1,95 @@
+"""Metrics, in percent: scikit-learn for classification, the official SQuAD v2 scoring rewritten here.
+
+The ``evaluate`` package fetches its metric scripts from the hub, so it cannot run offline; SQuAD v2's
+exact match and F1 are short enough to carry, following the official evaluate-v2.0.py normalization.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import string
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCTUATION = set(string.punctuation)
+
+
+def classification_metrics(predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Accuracy and F1 of the positive class (label 1), both in percent.
+
+    Args:
+        predictions: Predicted label ids.
+        labels: Gold label ids.
+    """
+    return {
+        "accuracy": 100.0 * float(accuracy_score(labels, predictions)),
+        "f1": 100.0 * float(f1_score(labels, predictions, pos_label=1, average="binary", zero_division=0)),
+    }
+
+
+def normalize_answer(text: str) -> str:
+    """Lowercase, drop punctuation and the articles a/an/the, fold whitespace (official SQuAD)."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in _PUNCTUATION)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, gold: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(gold))
+
+
+def token_f1(prediction: str, gold: str) -> float:
+    """Token-overlap F1 of two answers; two empty answers score 1, one empty scores 0."""
+    pred_tokens = normalize_answer(prediction).split()
+    gold_tokens = normalize_answer(gold).split()
+    if not pred_tokens or not gold_tokens:
+        return float(pred_tokens == gold_tokens)
+    common = collections.Counter(pred_tokens) & collections.Counter(gold_tokens)
+    overlap = sum(common.values())
+    if overlap == 0:
+        return 0.0
+    precision = overlap / len(pred_tokens)
+    recall = overlap / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_v2_metrics(predictions: Mapping[str, str], golds: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """SQuAD v2 exact match and F1 in percent, with HasAns/NoAns breakdowns.
+
+    Args:
+        predictions: Question id -> predicted answer ("" for no answer).
+        golds: Question id -> gold answer texts (empty for an unanswerable question).
+
+    A question's score is the maximum over its gold answers; an unanswerable question scores 1 only for
+    an empty prediction. Every gold id must have a prediction.
+    """
+    missing = [qid for qid in golds if qid not in predictions]
+    if missing:
+        raise ValueError(f"{len(missing)} question(s) have no prediction, e.g. {missing[0]!r}")
+    exact_scores, f1_scores, has_answer = {}, {}, {}
+    for qid, answers in golds.items():
+        answers = [answer for answer in answers if normalize_answer(answer)] or [""]
+        prediction = predictions[qid]
+        exact_scores[qid] = max(exact_match(prediction, answer) for answer in answers)
+        f1_scores[qid] = max(token_f1(prediction, answer) for answer in answers)
+        has_answer[qid] = answers != [""]
+
+    def mean(scores: Mapping[str, float], ids: Sequence[str]) -> float:
+        return 100.0 * sum(scores[qid] for qid in ids) / len(ids) if ids else 0.0
+
+    all_ids = list(golds)
+    has_ids = [qid for qid in all_ids if has_answer[qid]]
+    no_ids = [qid for qid in all_ids if not has_answer[qid]]
+    metrics = {"exact": mean(exact_scores, all_ids), "f1": mean(f1_scores, all_ids), "total": float(len(all_ids))}
+    if has_ids:
+        metrics |= {"HasAns_exact": mean(exact_scores, has_ids), "HasAns_f1": mean(f1_scores, has_ids)}
+        metrics["HasAns_total"] = float(len(has_ids))
+    if no_ids:
+        metrics |= {"NoAns_exact": mean(exact_scores, no_ids), "NoAns_f1": mean(f1_scores, no_ids)}
+        metrics["NoAns_total"] = float(len(no_ids))
+    return metrics

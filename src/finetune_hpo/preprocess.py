@@ -1,0 +1,141 @@
+"""Tokenize a task's subsample once per task and model; trials read the cached, memory-mapped Arrow files.
+
+Nothing is padded here: the collator pads each batch to its own longest example (dynamic padding).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from finetune_hpo.io import write_json_atomic
+from finetune_hpo.qa import QAWindowing, prepare_train_features, prepare_validation_features
+from finetune_hpo.tasks import TaskSpec
+
+logger = logging.getLogger(__name__)
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass(frozen=True)
+class TokenizedTask:
+    """A task's tokenized splits, as the trials consume them.
+
+    Args:
+        train: Model inputs with labels (``labels``, or ``start_positions``/``end_positions``).
+        validation: Model inputs of the validation set (QA: one row per window, no labels).
+        validation_examples: QA only: the raw validation rows, for postprocessing.
+        validation_windows: QA only: ``example_id`` and ``offset_mapping`` per window.
+    """
+
+    train: Any
+    validation: Any
+    validation_examples: Any = None
+    validation_windows: Any = None
+
+
+def load_tokenizer(model_name_or_path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_name_or_path)
+
+
+def tokenize_task(
+    task: TaskSpec,
+    data_dir: Path,
+    tokenizer: Any,
+    out_dir: Path,
+    *,
+    max_seq_length: int,
+    qa_windowing: QAWindowing | None = None,
+    num_proc: int | None = None,
+) -> dict[str, Any]:
+    """Tokenize ``data_dir/{train,validation}.jsonl`` into ``out_dir`` (``datasets.save_to_disk``).
+
+    Returns:
+        A summary (rows and tokens per split) that is also written to ``out_dir/summary.json``.
+    """
+    import datasets
+
+    raw = datasets.load_dataset(
+        "json",
+        data_files={split: str(data_dir / f"{split}.jsonl") for split in ("train", "validation")},
+    )
+    if task.is_classification:
+        tokenized = _tokenize_classification(task, raw, tokenizer, max_seq_length, num_proc)
+    else:
+        tokenized = _tokenize_qa(task, raw, tokenizer, qa_windowing or QAWindowing(), num_proc)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenized.save_to_disk(str(out_dir))
+    summary = {
+        "task": task.name,
+        "tokenizer": getattr(tokenizer, "name_or_path", ""),
+        "splits": {
+            split: {"rows": len(rows), "tokens": int(sum(rows["length"])) if "length" in rows.column_names else None}
+            for split, rows in tokenized.items()
+        },
+    }
+    write_json_atomic(out_dir / "tokenization.json", summary)
+    return summary
+
+
+def _tokenize_classification(
+    task: TaskSpec, raw: Any, tokenizer: Any, max_seq_length: int, num_proc: int | None
+) -> Any:
+    def encode(batch: Mapping[str, list]) -> dict:
+        texts = [batch[column] for column in task.text_columns]
+        encoded = tokenizer(*texts, truncation=True, max_length=max_seq_length, padding=False)
+        encoded["labels"] = batch[task.label_column]
+        # Lengths let the trainer group similar lengths into a batch (less padding).
+        encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
+        return dict(encoded)
+
+    return raw.map(encode, batched=True, remove_columns=raw["train"].column_names, num_proc=num_proc)
+
+
+def _tokenize_qa(task: TaskSpec, raw: Any, tokenizer: Any, windowing: QAWindowing, num_proc: int | None) -> Any:
+    import datasets
+
+    train = raw["train"].map(
+        prepare_train_features,
+        fn_kwargs={"tokenizer": tokenizer, "windowing": windowing},
+        batched=True,
+        remove_columns=raw["train"].column_names,
+        num_proc=num_proc,
+    )
+    validation = raw["validation"].map(
+        prepare_validation_features,
+        fn_kwargs={"tokenizer": tokenizer, "windowing": windowing, "id_column": task.id_column},
+        batched=True,
+        remove_columns=raw["validation"].column_names,
+        num_proc=num_proc,
+    )
+    inputs = [column for column in MODEL_INPUTS if column in validation.column_names]
+    return datasets.DatasetDict(
+        {
+            "train": train,
+            "validation": validation.select_columns(inputs),
+            "validation_windows": validation.select_columns(["example_id", "offset_mapping"]),
+            "validation_examples": raw["validation"],
+        }
+    )
+
+
+def load_tokenized(path: Path) -> TokenizedTask:
+    """Open a tokenized task written by :func:`tokenize_task` (memory-mapped, nothing copied)."""
+    import datasets
+
+    if not (path / "dataset_dict.json").is_file():
+        raise FileNotFoundError(f"{path} holds no tokenized task (no dataset_dict.json); rerun the tokenize rule")
+    loaded = datasets.load_from_disk(str(path))
+    splits = json.loads((path / "dataset_dict.json").read_text())["splits"]
+    return TokenizedTask(
+        train=loaded["train"],
+        validation=loaded["validation"],
+        validation_examples=loaded["validation_examples"] if "validation_examples" in splits else None,
+        validation_windows=loaded["validation_windows"] if "validation_windows" in splits else None,
+    )

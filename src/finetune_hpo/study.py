@@ -1,0 +1,555 @@
+"""One Optuna study per task x method: storage, sampler, crash-safe resume and the exact trial count.
+
+The study runs until it holds exactly ``n_trials`` COMPLETE trials, however often it was interrupted:
+trials left RUNNING by a killed process are marked FAIL on restart, the sampler is re-seeded from the
+number of trials already stored (a re-created seeded sampler would replay its first suggestions), and
+a study whose definition (space, model, data) changed is refused rather than silently mixed.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import socket
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import distribution_to_json
+from optuna.trial import FrozenTrial, TrialState
+
+from finetune_hpo.config import StudySettings
+from finetune_hpo.io import write_jsonl_atomic, write_text_atomic
+from finetune_hpo.search_space import suggest
+
+logger = logging.getLogger(__name__)
+
+JOURNAL_NAME = "optuna.journal"
+TRIALS_TABLE_NAME = "trials.csv"
+TRIALS_TABLE_COLUMNS = (
+    "number",
+    "state",
+    "value",
+    "params",
+    "duration_s",
+    "wandb_run_id",
+    "per_device_batch_size",
+    "gradient_accumulation_steps",
+    "oom_retries",
+    "trainable_parameters",
+    "error",
+)
+
+
+class StudyError(RuntimeError):
+    """A study that cannot go on; the message says what happened and what to do."""
+
+
+@dataclass(frozen=True)
+class StudyPaths:
+    """Files of one study under ``results/studies/<study_name>/``.
+
+    The journal is deliberately not a Snakemake output: Snakemake deletes a failed job's outputs, and
+    the journal holds every finished trial.
+    """
+
+    root: Path
+
+    @property
+    def journal(self) -> Path:
+        return self.root / JOURNAL_NAME
+
+    @property
+    def trials_table(self) -> Path:
+        return self.root / TRIALS_TABLE_NAME
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.root / "predictions"
+
+    @property
+    def best_predictions(self) -> Path:
+        return self.root / "best_predictions.jsonl"
+
+    @property
+    def scratch(self) -> Path:
+        return self.root / "scratch"
+
+
+def resolve_storage_url(storage: str | None) -> str | None:
+    """``env:VAR`` -> the URL in that environment variable (keeps passwords out of the config)."""
+    if storage and storage.startswith("env:"):
+        variable = storage.removeprefix("env:")
+        url = os.environ.get(variable)
+        if not url:
+            raise StudyError(f"optuna.storage is {storage!r} but the environment variable {variable} is not set")
+        return url
+    return storage
+
+
+def open_storage(storage: str | None, paths: StudyPaths) -> optuna.storages.BaseStorage:
+    """The study's storage: a journal file per study by default, or an RDB (PostgreSQL) URL.
+
+    Raises:
+        StudyError: the journal file is corrupted (names the file and what to do).
+    """
+    url = resolve_storage_url(storage)
+    if url:
+        return optuna.storages.RDBStorage(
+            url,
+            # Heartbeats let a live worker mark a dead worker's trial stale and retry it.
+            heartbeat_interval=60,
+            grace_period=180,
+            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
+        )
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    paths.root.mkdir(parents=True, exist_ok=True)
+    repair_journal_tail(paths.journal)
+    try:
+        return JournalStorage(JournalFileBackend(str(paths.journal)))
+    except (ValueError, json.JSONDecodeError, KeyError) as err:
+        raise StudyError(
+            f"Optuna journal {paths.journal} is corrupted ({err}). Its finished trials cannot be read. "
+            f"Restore it from a backup, or move it away (e.g. `mv {paths.journal} {paths.journal}.broken`) "
+            "to start this study from scratch."
+        ) from err
+
+
+def repair_journal_tail(journal: Path) -> None:
+    """Drop a half-written last line (a write cut by SIGKILL), keeping a backup of the original.
+
+    Optuna ignores such a line on read, but its next append would glue a new record to it and corrupt
+    the journal for good.
+    """
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    if not journal.exists() or journal.stat().st_size == 0:
+        return
+    # Under Optuna's own write lock a partial line can only come from a dead writer, never from a live
+    # worker in the middle of an append (the lock of a killed writer expires after its grace period).
+    lock = JournalFileSymlinkLock(str(journal))
+    lock.acquire()
+    try:
+        data = journal.read_bytes()
+        if data.endswith(b"\n"):
+            return
+        backup = journal.with_name(f"{journal.name}.{int(time.time())}.bak")
+        shutil.copy2(journal, backup)
+        keep = data.rfind(b"\n") + 1
+        with journal.open("r+b") as handle:
+            handle.truncate(keep)
+    finally:
+        lock.release()
+    logger.warning(
+        "%s ended in a half-written record (%d bytes, from an interrupted write); dropped it, original kept as %s",
+        journal,
+        len(data) - keep,
+        backup,
+    )
+
+
+def study_definition(settings: StudySettings, data_summary: Mapping[str, Any]) -> dict[str, Any]:
+    """What defines a study: a stored study with other values is a different experiment."""
+    config = settings.config
+    return {
+        "task": settings.task.name,
+        "method": settings.method,
+        "metric": settings.task.metric,
+        "model": settings.model_name_or_path,
+        "search_space": {name: json.loads(distribution_to_json(d)) for name, d in settings.search_space.items()},
+        "data_sha256": {split: info["sha256"] for split, info in data_summary["splits"].items()},
+        "max_seq_length": config["model"]["max_seq_length"],
+        "qa": config["model"]["qa"] if not settings.task.is_classification else None,
+        "seed": settings.seed,
+    }
+
+
+def fingerprint(definition: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    return sorted(key for key in set(stored) | set(current) if stored.get(key) != current.get(key))
+
+
+def open_study(
+    settings: StudySettings,
+    storage: optuna.storages.BaseStorage,
+    definition: Mapping[str, Any],
+    *,
+    allow_new_definition: bool = False,
+) -> optuna.Study:
+    """Create or resume the study, with a sampler seeded past the trials already stored.
+
+    Raises:
+        StudyError: the stored study was defined differently and ``allow_new_definition`` is false.
+    """
+    sampler_config = settings.config["optuna"]["sampler"]
+    study = optuna.create_study(
+        study_name=settings.study_name, storage=storage, direction="maximize", load_if_exists=True
+    )
+    stored = study.user_attrs.get("definition")
+    if stored is not None and stored != dict(definition) and study.trials:
+        if not allow_new_definition:
+            raise StudyError(
+                f"study {settings.study_name!r} already has {len(study.trials)} trial(s) run with a different "
+                f"{', '.join(_differences(stored, definition))}. Mixing them would corrupt the search. Restore the "
+                "old settings, or start a new study: move the study's storage away (results/studies/"
+                f"{settings.study_name}/) or run with --new-study to record the new definition and continue."
+            )
+        logger.warning(
+            "study %s: definition changed (%s); continuing as asked",
+            settings.study_name,
+            ", ".join(_differences(stored, definition)),
+        )
+    study.set_user_attr("definition", dict(definition))
+    study.set_user_attr("fingerprint", fingerprint(definition))
+    # Seeding with the stored trial count keeps a resumed study reproducible without replaying the
+    # first run's suggestions.
+    study.sampler = optuna.samplers.TPESampler(
+        n_startup_trials=int(sampler_config["n_startup_trials"]),
+        multivariate=bool(sampler_config["multivariate"]),
+        constant_liar=True,
+        seed=settings.sampler_seed + len(study.trials),
+    )
+    study.pruner = make_pruner(settings.config["optuna"]["pruner"])
+    return study
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    if name == "median":
+        # Never prune before the random start-up trials have given a median to compare with.
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1)
+    return optuna.pruners.NopPruner()
+
+
+def fail_interrupted_trials(study: optuna.Study) -> list[int]:
+    """Mark trials left RUNNING by a killed process as FAIL (single-writer storages only)."""
+    numbers = []
+    storage = study._storage
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+        storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        numbers.append(trial.number)
+    if numbers:
+        logger.warning("trial(s) %s were interrupted in an earlier run; marked FAIL", numbers)
+    return numbers
+
+
+def count_complete(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (preemption, Snakemake's cancel) behaves like Ctrl-C: the running trial ends FAIL."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"received signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def trials_table_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """One row per trial: number, state, value, params, duration and what the trial recorded."""
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        attrs = trial.user_attrs
+        rows.append(
+            {
+                "number": trial.number,
+                "state": trial.state.name,
+                "value": "" if trial.value is None else repr(float(trial.value)),
+                "params": json.dumps(trial.params, sort_keys=True),
+                "duration_s": "" if trial.duration is None else f"{trial.duration.total_seconds():.3f}",
+                "wandb_run_id": attrs.get("wandb_run_id") or "",
+                "per_device_batch_size": attrs.get("per_device_batch_size", ""),
+                "gradient_accumulation_steps": attrs.get("gradient_accumulation_steps", ""),
+                "oom_retries": attrs.get("oom_retries", ""),
+                "trainable_parameters": attrs.get("trainable_parameters", ""),
+                "error": attrs.get("error", ""),
+            }
+        )
+    return rows
+
+
+def write_trials_table(study: optuna.Study, path: Path) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=TRIALS_TABLE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(trials_table_rows(study))
+    write_text_atomic(path, buffer.getvalue())
+
+
+class ProgressLogger:
+    """One line per finished trial: k/n, parameters, value, best so far, elapsed and time left."""
+
+    def __init__(self, n_trials: int) -> None:
+        self.n_trials = n_trials
+        self.started = time.monotonic()
+        self.trials_this_run = 0
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.trials_this_run += 1
+        complete = count_complete(study)
+        elapsed = time.monotonic() - self.started
+        remaining = max(0, self.n_trials - complete)
+        eta = elapsed / self.trials_this_run * remaining
+        best = _best_value(study)
+        value = "-" if trial.value is None else f"{trial.value:.2f}"
+        params = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
+        logger.info(
+            "trial %d/%d (#%d) %s value=%s best=%s | %s | elapsed %s, ~%s left",
+            complete,
+            self.n_trials,
+            trial.number,
+            trial.state.name,
+            value,
+            "-" if best is None else f"{best:.2f}",
+            params,
+            _duration(elapsed),
+            _duration(eta),
+        )
+
+
+def _best_value(study: optuna.Study) -> float | None:
+    values = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    return max(values) if values else None
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s"
+
+
+class Objective:
+    """Trains one trial; data, tokenizer and base weights are loaded once and shared by all trials."""
+
+    def __init__(
+        self,
+        settings: StudySettings,
+        setup: Any,
+        base_model: Any,
+        tokenizer: Any,
+        data: Any,
+        paths: StudyPaths,
+        wandb_dir: Path | None,
+    ) -> None:
+        self.settings = settings
+        self.setup = setup
+        self.base_model = base_model
+        self.tokenizer = tokenizer
+        self.data = data
+        self.paths = paths
+        self.wandb_dir = wandb_dir
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        from finetune_hpo.tracking import TrialRun
+        from finetune_hpo.training import train_and_evaluate
+
+        params = suggest(trial, self.settings.search_space)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        wandb_config = self.settings.config["wandb"]
+        run = TrialRun(
+            project=wandb_config["project"],
+            entity=wandb_config["entity"],
+            mode=wandb_config["mode"],
+            group=self.settings.study_name,
+            name=f"trial-{trial.number}",
+            config={
+                **trial.params,
+                "trial_number": trial.number,
+                "task": self.settings.task.name,
+                "method": self.settings.method,
+                "model": self.settings.model_name_or_path,
+            },
+            directory=self.wandb_dir,
+        )
+        if run.run_id:
+            trial.set_user_attr("wandb_run_id", run.run_id)
+        metric = self.settings.task.metric
+
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            run.log({f"eval/{key}": value for key, value in metrics.items()} | {"epoch": epoch})
+            if metric in metrics and math.isfinite(metrics[metric]):
+                trial.report(metrics[metric], epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after epoch {epoch} ({metric}={metrics[metric]:.2f})")
+
+        try:
+            outcome = train_and_evaluate(self.setup, self.base_model, self.tokenizer, self.data, params, on_epoch)
+        except optuna.TrialPruned:
+            run.summary({"state": "PRUNED"})
+            run.finish()
+            raise
+        except BaseException as err:
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
+            run.summary({"state": "FAIL", "error": repr(err)[:500]})
+            run.finish(exit_code=1)
+            raise
+        for key, value in {
+            "metrics": outcome.metrics,
+            "history": outcome.history,
+            "train_seconds": round(outcome.train_seconds, 3),
+            "per_device_batch_size": outcome.per_device_batch_size,
+            "gradient_accumulation_steps": outcome.gradient_accumulation_steps,
+            "oom_retries": outcome.oom_retries,
+            "trainable_parameters": outcome.trainable_parameters,
+            "total_parameters": outcome.total_parameters,
+        }.items():
+            trial.set_user_attr(key, value)
+        if outcome.qa_predictions is not None:
+            write_jsonl_atomic(
+                self.paths.predictions_dir / f"trial-{trial.number}.jsonl",
+                self._prediction_rows(outcome.qa_predictions),
+            )
+        run.summary({"objective": outcome.value, "state": "COMPLETE", **outcome.metrics})
+        run.finish()
+        return outcome.value
+
+    def _prediction_rows(self, predictions: list[Any]) -> list[dict[str, Any]]:
+        task = self.settings.task
+        golds = {row[task.id_column]: row[task.label_column]["text"] for row in self.data.validation_examples}
+        return [
+            {
+                "id": p.id,
+                "prediction": p.prediction_text,
+                "gold": golds.get(p.id, []),
+                "null_score": p.null_score,
+                "best_span_score": p.best_span_score if math.isfinite(p.best_span_score) else None,
+            }
+            for p in predictions
+        ]
+
+
+def run_study(
+    settings: StudySettings,
+    tokenized_dir: Path,
+    data_summary: Mapping[str, Any],
+    study_dir: Path,
+    *,
+    threads: int = 1,
+    wandb_dir: Path | None = None,
+    allow_new_definition: bool = False,
+) -> optuna.Study:
+    """Run (or resume) the study until it holds exactly ``n_trials`` COMPLETE trials; write its trials table.
+
+    Args:
+        settings: The study's resolved settings.
+        tokenized_dir: Output of the tokenize step.
+        data_summary: ``summary.json`` of the subsample (its hashes define the study's data).
+        study_dir: ``results/studies/<study_name>``: journal, trials table, predictions.
+        threads: CPU threads for torch (the Snakemake job's ``threads``).
+        wandb_dir: Where offline W&B runs are written.
+        allow_new_definition: Continue a stored study whose definition changed.
+
+    Raises:
+        StudyError: too many consecutive failures, a corrupted storage, or a changed definition.
+        KeyboardInterrupt: Ctrl-C or SIGTERM; the running trial is stored as FAIL first.
+    """
+    import torch
+
+    from finetune_hpo.preprocess import load_tokenized, load_tokenizer
+    from finetune_hpo.training import TrainingSetup, load_base_model
+
+    config = settings.config
+    paths = StudyPaths(study_dir)
+    storage = open_storage(config["optuna"]["storage"], paths)
+    definition = study_definition(settings, data_summary)
+    study = open_study(settings, storage, definition, allow_new_definition=allow_new_definition)
+    if isinstance(storage, optuna.storages.RDBStorage):
+        optuna.storages.fail_stale_trials(study)
+    else:
+        fail_interrupted_trials(study)
+    n_trials = settings.n_trials
+    complete = count_complete(study)
+    logger.info(
+        "study %s: %d/%d COMPLETE trial(s) stored in %s",
+        settings.study_name,
+        complete,
+        n_trials,
+        paths.journal if config["optuna"]["storage"] is None else "the configured RDB storage",
+    )
+    if complete < n_trials:
+        torch.set_num_threads(max(1, threads))
+        objective = Objective(
+            settings=settings,
+            setup=TrainingSetup(
+                task=settings.task,
+                method=settings.method,
+                seed=settings.seed,
+                eval_batch_size=config["training"]["eval_batch_size"],
+                precision=config["training"]["precision"],
+                max_oom_retries=config["training"]["max_oom_retries"],
+                lora_target_modules=config["model"]["lora_target_modules"],
+                lora_modules_to_save=config["model"]["lora_modules_to_save"],
+                qa_postprocessing={
+                    key: config["model"]["qa"][key] for key in ("n_best", "max_answer_length", "null_score_threshold")
+                },
+                scratch_dir=paths.scratch,
+            ),
+            base_model=load_base_model(settings.task, settings.model_name_or_path),
+            tokenizer=load_tokenizer(settings.model_name_or_path),
+            data=load_tokenized(tokenized_dir),
+            paths=paths,
+            wandb_dir=wandb_dir,
+        )
+        _optimize_until_complete(study, objective, n_trials, config["optuna"]["max_consecutive_failures"])
+    write_best_predictions(study, paths)
+    write_trials_table(study, paths.trials_table)
+    shutil.rmtree(paths.scratch, ignore_errors=True)
+    return study
+
+
+def _optimize_until_complete(
+    study: optuna.Study, objective: Objective, n_trials: int, max_consecutive_failures: int
+) -> None:
+    progress = ProgressLogger(n_trials)
+    consecutive_failures = 0
+    with sigterm_as_interrupt():
+        while count_complete(study) < n_trials:
+            # One trial per call: the COMPLETE count is checked before every trial, never an 11th.
+            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[progress], gc_after_trial=True)
+            last = study.trials[-1]
+            if last.state == TrialState.FAIL:
+                consecutive_failures += 1
+                if consecutive_failures >= max_consecutive_failures:
+                    raise StudyError(
+                        f"study {study.study_name}: {consecutive_failures} trials failed in a row "
+                        f"(last: {last.user_attrs.get('error', 'see the log')}). Fix the cause and rerun; the "
+                        f"{count_complete(study)} COMPLETE trial(s) are kept. The limit is "
+                        "optuna.max_consecutive_failures."
+                    )
+            else:
+                consecutive_failures = 0
+
+
+def write_best_predictions(study: optuna.Study, paths: StudyPaths) -> None:
+    """QA: keep the best trial's validation predictions beside the trials table, for error analysis."""
+    if count_complete(study) == 0:
+        return
+    source = paths.predictions_dir / f"trial-{study.best_trial.number}.jsonl"
+    if source.is_file():
+        write_text_atomic(paths.best_predictions, source.read_text())

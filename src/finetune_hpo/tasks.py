@@ -1,0 +1,114 @@
+"""The task registry: one entry per Phase 1 task, holding its schema, metric and hub location.
+
+A task is data, not an ``if`` chain: adding a task means adding a :class:`TaskSpec` to ``TASKS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+ProblemType = Literal["classification", "extractive_qa"]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything the workflow needs to know about one task.
+
+    Args:
+        name: Short name used in paths and study names (``sst2``).
+        problem_type: ``classification`` (sequence classification) or ``extractive_qa``.
+        hub_path: Hugging Face dataset repository.
+        hub_config: Dataset configuration name on the hub (``None`` when there is none).
+        text_columns: Input text columns, in the order they are fed to the tokenizer.
+        label_column: Column holding the gold label (classification) or answers (QA).
+        label_names: Class names in label-id order (classification only).
+        metric: The objective the study maximizes.
+        extra_metrics: Metrics recorded beside the objective.
+        id_column: Column identifying an example (used for QA predictions).
+    """
+
+    name: str
+    problem_type: ProblemType
+    hub_path: str
+    hub_config: str | None
+    text_columns: tuple[str, ...]
+    label_column: str
+    metric: str
+    label_names: tuple[str, ...] = ()
+    extra_metrics: tuple[str, ...] = ()
+    id_column: str = "idx"
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def required_columns(self) -> tuple[str, ...]:
+        """Columns a data file must have for this task (hub schema)."""
+        columns = (*self.text_columns, self.label_column)
+        return (self.id_column, *columns) if self.problem_type == "extractive_qa" else columns
+
+    @property
+    def is_classification(self) -> bool:
+        return self.problem_type == "classification"
+
+
+TASKS: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in (
+        TaskSpec(
+            name="sst2",
+            problem_type="classification",
+            hub_path="nyu-mll/glue",
+            hub_config="sst2",
+            text_columns=("sentence",),
+            label_column="label",
+            label_names=("negative", "positive"),
+            metric="accuracy",
+        ),
+        TaskSpec(
+            name="mrpc",
+            problem_type="classification",
+            hub_path="nyu-mll/glue",
+            hub_config="mrpc",
+            text_columns=("sentence1", "sentence2"),
+            label_column="label",
+            label_names=("not_equivalent", "equivalent"),
+            # The protocol scores MRPC by F1 of the "equivalent" class; accuracy is kept beside it.
+            metric="f1",
+            extra_metrics=("accuracy",),
+        ),
+        TaskSpec(
+            name="rte",
+            problem_type="classification",
+            hub_path="nyu-mll/glue",
+            hub_config="rte",
+            text_columns=("sentence1", "sentence2"),
+            label_column="label",
+            label_names=("entailment", "not_entailment"),
+            metric="accuracy",
+        ),
+        TaskSpec(
+            name="squad_v2",
+            problem_type="extractive_qa",
+            hub_path="rajpurkar/squad_v2",
+            hub_config=None,
+            text_columns=("question", "context"),
+            label_column="answers",
+            metric="f1",
+            extra_metrics=("exact", "HasAns_f1", "NoAns_f1"),
+            id_column="id",
+        ),
+    )
+}
+
+METHODS: tuple[str, ...] = ("full_finetune", "lora")
+
+
+def get_task(name: str) -> TaskSpec:
+    """Return the registered task ``name`` or raise a ``KeyError`` naming the known tasks."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}") from None

@@ -1,0 +1,92 @@
+"""Weights & Biases logging: one run per trial (grouped by study), never allowed to fail a trial.
+
+We open and finish a run per trial ourselves: the Trainer's W&B callback would reuse one run for every
+trial of the process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+class TrialRun:
+    """A W&B run for one trial; every call is a no-op after the first W&B error.
+
+    Args:
+        project: W&B project.
+        group: The study name: all trials of a study side by side.
+        name: The run's name (``trial-<number>``).
+        config: Hyperparameters and study settings.
+        mode: ``online``, ``offline`` or ``disabled``.
+        entity: W&B entity, or ``None`` for the default.
+        directory: Where W&B keeps its files (offline runs wait there for ``wandb sync``).
+    """
+
+    def __init__(
+        self,
+        *,
+        project: str,
+        group: str,
+        name: str,
+        config: Mapping[str, Any],
+        mode: str,
+        entity: str | None = None,
+        directory: Path | None = None,
+    ) -> None:
+        self._run: Any = None
+        self.run_id: str | None = None
+        if mode == "disabled":
+            return
+        try:
+            import wandb
+
+            if directory is not None:
+                Path(directory).mkdir(parents=True, exist_ok=True)
+            self._run = wandb.init(
+                project=project,
+                entity=entity,
+                group=group,
+                name=name,
+                job_type="trial",
+                config=dict(config),
+                mode=mode,
+                dir=str(directory) if directory else None,
+                reinit="create_new",
+                settings=wandb.Settings(silent=True, console="off"),
+            )
+            self.run_id = self._run.id
+        except Exception as err:  # noqa: BLE001 - W&B must never fail a trial
+            logger.warning("W&B run for %s/%s not started (%s); the trial goes on without it", group, name, err)
+            self._run = None
+
+    def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        self._call("log", dict(metrics), step=step)
+
+    def summary(self, values: Mapping[str, Any]) -> None:
+        if self._run is None:
+            return
+        try:
+            self._run.summary.update(dict(values))
+        except Exception as err:  # noqa: BLE001
+            self._disable(err)
+
+    def finish(self, exit_code: int = 0) -> None:
+        self._call("finish", exit_code=exit_code)
+        self._run = None
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> None:
+        if self._run is None:
+            return
+        try:
+            getattr(self._run, method)(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001
+            self._disable(err)
+
+    def _disable(self, err: Exception) -> None:
+        logger.warning("W&B call failed (%s); logging to W&B stops for this trial", err)
+        self._run = None

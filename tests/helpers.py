@@ -1,0 +1,69 @@
+"""Builders for small but real studies: synthetic data in the hub schema, tokenized with the tiny model."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from finetune_hpo.config import check_config
+from finetune_hpo.data import load_splits, subsample, write_subsample
+from finetune_hpo.demo import generate_task_data
+from finetune_hpo.preprocess import load_tokenizer, tokenize_task
+from finetune_hpo.qa import QAWindowing
+from finetune_hpo.tasks import TASKS
+from tests.conftest import demo_config
+
+
+def small_config(
+    workdir: Path, model: Path, *, tasks=("sst2",), n_trials: int = 3, train_size: int = 80, **optuna
+) -> dict:
+    """The demo config cut down to ``tasks``, with W&B disabled and files under ``workdir``."""
+    config = copy.deepcopy(demo_config())
+    config["tasks"] = {
+        task: {
+            "train_size": train_size,
+            "validation_fraction": 0.5,
+            "data_files": {
+                split: str(workdir / "synthetic" / task / f"{split}.jsonl") for split in ("train", "validation")
+            },
+        }
+        for task in tasks
+    }
+    config["vms"] = {}
+    config["model"]["name_or_path"] = str(model)
+    config["optuna"]["n_trials"] = n_trials
+    config["optuna"].update(optuna)
+    config["wandb"]["mode"] = "disabled"
+    config["demo"] = {"synthetic_data": False, "build_model": False}
+    for space in config["search_spaces"].values():
+        space["num_train_epochs"] = {"type": "int", "low": 1, "high": 2}
+    return config
+
+
+def prepare_task(workdir: Path, config: dict, task_name: str) -> dict[str, Any]:
+    """Generate, subsample and tokenize one task like the workflow's rules do; returns the data summary."""
+    task = TASKS[task_name]
+    generate_task_data(task_name, workdir / "synthetic" / task_name, 300, 200, seed=0)
+    check_config(config)
+    task_config = config["tasks"][task_name]
+    drawn = subsample(task, load_splits(task, task_config["data_files"]), task_config["train_size"], 0.5, seed=0)
+    summary = write_subsample(task, drawn, workdir / "results" / "data" / task_name, seed=0)
+    qa = config["model"]["qa"]
+    tokenize_task(
+        task,
+        workdir / "results" / "data" / task_name,
+        load_tokenizer(config["model"]["name_or_path"]),
+        workdir / "results" / "tokenized" / task_name,
+        max_seq_length=config["model"]["max_seq_length"],
+        qa_windowing=QAWindowing(qa["max_seq_length"], qa["doc_stride"]),
+    )
+    return summary
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(json.loads(json.dumps(config))))
+    return path

@@ -1,0 +1,89 @@
+"""Config validation: the real plan and the demo are valid; every user mistake names its key."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from finetune_hpo.config import ConfigError, check_config, planned_tasks, study_settings
+from finetune_hpo.data import DataError
+from tests.conftest import demo_config, real_config
+
+
+def test_real_plan_is_valid_and_splits_the_vms() -> None:
+    config = check_config(real_config())
+    assert config["optuna"]["n_trials"] == 10
+    assert config["optuna"]["sampler"]["n_startup_trials"] == 4
+    assert config["wandb"]["project"] == "NLP-Phase1-Optuna"
+    tiers = {task: config["tasks"][task]["train_size"] for task in config["tasks"]}
+    assert tiers == {"squad_v2": 3000, "sst2": 3000, "mrpc": 500, "rte": 500}
+    assert planned_tasks(config | {"vm": "vm1"}) == ["squad_v2"]
+    assert sorted(planned_tasks(config | {"vm": "vm2"})) == ["mrpc", "rte", "sst2"]
+    assert len(planned_tasks(config)) == 4
+
+
+def test_squad_full_finetuning_is_constrained_to_batch_one() -> None:
+    config = check_config(real_config())
+    squad = study_settings(config, "squad_v2", "full_finetune")
+    assert squad.search_space["batch_size"].choices == (1,)
+    assert study_settings(config, "sst2", "full_finetune").search_space["batch_size"].choices == (1, 2, 4)
+
+
+def test_demo_config_is_valid() -> None:
+    check_config(demo_config())
+
+
+def _broken(mutate) -> dict:
+    config = copy.deepcopy(real_config())
+    mutate(config)
+    return config
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda c: c["tasks"].update({"cola": {"train_size": 10}}), r"tasks\.cola: unknown task"),
+        (lambda c: c.update({"methods": ["full_finetune", "adapters"]}), r"methods: unknown method 'adapters'"),
+        (lambda c: c["optuna"].update({"n_trials": 0}), r"n_trials|minimum"),
+        (
+            lambda c: c["search_spaces"]["lora"].update({"learning_rate": {"type": "float", "low": 1, "high": 0.1}}),
+            r"search_spaces\.lora\.learning_rate: low \(1\) is greater than high",
+        ),
+        (
+            lambda c: c["search_spaces"]["lora"].update(
+                {"weight_decay": {"type": "float", "low": 0, "high": 1, "log": True}}
+            ),
+            r"search_spaces\.lora\.weight_decay: a log-scale range needs low > 0",
+        ),
+        (
+            lambda c: c["search_spaces"]["full_finetune"].update({"dropout": {"type": "float", "low": 0, "high": 1}}),
+            r"search_spaces\.full_finetune.*: unknown hyperparameter\(s\) dropout",
+        ),
+        (lambda c: c.update({"vm": "vm3"}), r"vm: 'vm3' is not defined under 'vms'"),
+        (lambda c: c["vms"].update({"vm2": ["mrpc", "qnli"]}), r"vms\.vm2: task 'qnli' is not configured"),
+        (
+            lambda c: c["tasks"]["rte"].update(
+                {"data_files": {"train": "nowhere/train.jsonl", "validation": "x.jsonl"}}
+            ),
+            r"tasks\.rte\.data_files\.train: file nowhere/train\.jsonl does not exist",
+        ),
+        (
+            lambda c: c["tasks"]["rte"].update({"data_files": {"train": "a.txt", "validation": "b.txt"}}),
+            r"unsupported suffix",
+        ),
+    ],
+)
+def test_invalid_config_names_the_key(mutate, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        check_config(_broken(mutate))
+
+
+def test_data_file_without_the_task_columns_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "train.jsonl"
+    bad.write_text(json.dumps({"text": "hello", "label": 1}) + "\n")
+    config = _broken(lambda c: c["tasks"]["mrpc"].update({"data_files": {"train": str(bad), "validation": str(bad)}}))
+    with pytest.raises(DataError, match=r"tasks\.mrpc\.data_files\.train: .* lacks column\(s\) sentence1, sentence2"):
+        check_config(config)

@@ -1,0 +1,100 @@
+"""Subsampling: deterministic, stratified, the protocol's sizes; loaders read the hub schema from disk."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from finetune_hpo.data import DataError, load_splits, stratified_indices, subsample, write_subsample
+from finetune_hpo.tasks import TASKS
+
+
+def test_stratified_indices_are_deterministic_and_keep_proportions() -> None:
+    labels = [0] * 700 + [1] * 300
+    first = stratified_indices(labels, 100, seed=3)
+    assert first == stratified_indices(labels, 100, seed=3)
+    assert first != stratified_indices(labels, 100, seed=4)
+    assert len(first) == len(set(first)) == 100
+    assert Counter(labels[i] for i in first) == {0: 70, 1: 30}
+
+
+def test_stratified_indices_round_to_the_exact_size() -> None:
+    labels = ["a"] * 5 + ["b"] * 5 + ["c"] * 5
+    chosen = stratified_indices(labels, 7, seed=0)
+    assert len(chosen) == 7
+    assert all(count in (2, 3) for count in Counter(labels[i] for i in chosen).values())
+
+
+def test_asking_for_more_than_the_split_is_refused() -> None:
+    with pytest.raises(DataError, match="only 3"):
+        stratified_indices([0, 1, 0], 4, seed=0)
+
+
+@pytest.mark.parametrize(("task_name", "train_size"), [("sst2", 3000), ("mrpc", 500), ("rte", 500), ("squad_v2", 3000)])
+def test_real_data_loads_and_subsamples_to_the_protocol_tiers(realdata: Path, task_name: str, train_size: int) -> None:
+    task = TASKS[task_name]
+    files = {split: str(realdata / task_name / f"{split}.jsonl") for split in ("train", "validation")}
+    splits = load_splits(task, files)
+    drawn = subsample(task, splits, train_size, 0.1, seed=42)
+    assert len(drawn["train"]) == train_size
+    assert len(drawn["validation"]) == train_size // 10
+    for split in ("train", "validation"):
+        assert set(drawn[split].column_names) >= set(task.required_columns)
+        full = Counter(_strata(task, splits[split]))
+        sample = Counter(_strata(task, drawn[split]))
+        for stratum, count in full.items():
+            # Each stratum keeps its share within one example (largest-remainder rounding).
+            assert abs(sample[stratum] - count * len(drawn[split]) / len(splits[split])) <= 1
+
+
+def _strata(task, rows) -> list:
+    if task.is_classification:
+        return rows["label"]
+    return [bool(a["text"]) for a in rows["answers"]]
+
+
+def test_subsample_is_byte_identical_across_runs(realdata: Path, tmp_path: Path) -> None:
+    task = TASKS["rte"]
+    files = {split: str(realdata / "rte" / f"{split}.jsonl") for split in ("train", "validation")}
+    hashes = []
+    for run in range(2):
+        drawn = subsample(task, load_splits(task, files), 500, 0.1, seed=42)
+        hashes.append(write_subsample(task, drawn, tmp_path / str(run), seed=42)["splits"])
+    assert hashes[0] == hashes[1]
+    assert hashes[0]["train"]["size"] == 500
+
+
+def test_tier_larger_than_the_split_is_a_clear_error(realdata: Path) -> None:
+    task = TASKS["rte"]
+    files = {split: str(realdata / "rte" / f"{split}.jsonl") for split in ("train", "validation")}
+    with pytest.raises(DataError, match=r"asked for 5000 train examples but the split has only 2490"):
+        subsample(task, load_splits(task, files), 5000, 0.1, seed=42)
+
+
+def test_labels_outside_the_task_are_refused(tmp_path: Path) -> None:
+    rows = [{"sentence": f"s{i}", "label": i % 3, "idx": i} for i in range(30)]
+    for split in ("train", "validation"):
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    files = {split: str(tmp_path / f"{split}.jsonl") for split in ("train", "validation")}
+    with pytest.raises(DataError, match=r"label\(s\) \[2\] outside 0..1"):
+        subsample(TASKS["sst2"], load_splits(TASKS["sst2"], files), 10, 0.1, seed=0)
+
+
+def test_wrong_columns_are_refused_before_loading(tmp_path: Path) -> None:
+    (tmp_path / "train.jsonl").write_text(json.dumps({"premise": "a", "hypothesis": "b", "label": 0}) + "\n")
+    (tmp_path / "validation.jsonl").write_text(json.dumps({"premise": "a", "hypothesis": "b", "label": 0}) + "\n")
+    files = {split: str(tmp_path / f"{split}.jsonl") for split in ("train", "validation")}
+    with pytest.raises(DataError, match=r"lacks column\(s\) sentence1, sentence2"):
+        load_splits(TASKS["rte"], files)
+
+
+def test_empty_split_is_refused(tmp_path: Path) -> None:
+    import datasets
+
+    empty = datasets.Dataset.from_list([{"sentence": "x", "label": 0, "idx": 0}]).select([])
+    full = datasets.Dataset.from_list([{"sentence": "x", "label": 0, "idx": 0}] * 10)
+    with pytest.raises(DataError, match="split 'validation' is empty"):
+        subsample(TASKS["sst2"], datasets.DatasetDict({"train": full, "validation": empty}), 5, 0.2, seed=0)

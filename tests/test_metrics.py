@@ -1,0 +1,67 @@
+"""Metrics against cases worked out by hand (official SQuAD v2 normalization and scoring)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from finetune_hpo.metrics import classification_metrics, normalize_answer, squad_v2_metrics, token_f1
+
+
+def test_classification_metrics_in_percent() -> None:
+    metrics = classification_metrics(np.array([1, 1, 0, 0]), np.array([1, 0, 0, 0]))
+    assert metrics["accuracy"] == pytest.approx(75.0)
+    # precision 1/2, recall 1/1 -> F1 2/3
+    assert metrics["f1"] == pytest.approx(200 / 3)
+
+
+def test_normalization_drops_case_punctuation_articles_and_extra_space() -> None:
+    assert normalize_answer("  The  Eiffel-Tower, in   PARIS! ") == "eiffeltower in paris"
+    assert normalize_answer("an apple a day") == "apple day"
+    assert normalize_answer("theater") == "theater"  # only whole-word articles go
+
+
+def test_partial_overlap_f1() -> None:
+    # prediction "the big red barn" -> [big, red, barn]; gold "red barn" -> [red, barn]:
+    # precision 2/3, recall 1 -> 0.8
+    assert token_f1("the big red barn", "red barn") == pytest.approx(0.8)
+
+
+def test_max_over_gold_answers_and_duplicates() -> None:
+    metrics = squad_v2_metrics({"q": "Denver Broncos"}, {"q": ["Broncos", "Denver Broncos", "Denver Broncos"]})
+    assert metrics["exact"] == 100.0
+    assert metrics["f1"] == 100.0
+
+
+def test_unanswerable_scores_only_for_an_empty_prediction() -> None:
+    metrics = squad_v2_metrics({"a": "", "b": "something"}, {"a": [], "b": []})
+    assert metrics["exact"] == 50.0
+    assert metrics["f1"] == 50.0
+    assert metrics["NoAns_f1"] == 50.0
+    assert "HasAns_f1" not in metrics
+
+
+def test_empty_prediction_on_answerable_question_scores_zero() -> None:
+    metrics = squad_v2_metrics({"a": "", "b": "the Normans."}, {"a": ["France"], "b": ["Normans"]})
+    assert metrics["exact"] == 50.0  # "the Normans." normalizes to "normans"
+    assert metrics["HasAns_exact"] == 50.0
+    assert metrics["HasAns_total"] == 2.0
+
+
+def test_gold_answers_that_normalize_to_nothing_count_as_unanswerable() -> None:
+    # The official script drops gold answers that normalize to "" (e.g. "the").
+    assert squad_v2_metrics({"q": ""}, {"q": ["The"]})["f1"] == 100.0
+
+
+def test_breakdown_averages() -> None:
+    predictions = {"h1": "red barn", "h2": "blue", "n1": "", "n2": "x"}
+    golds = {"h1": ["the big red barn"], "h2": ["green"], "n1": [], "n2": []}
+    metrics = squad_v2_metrics(predictions, golds)
+    assert metrics["HasAns_f1"] == pytest.approx(100 * (0.8 + 0.0) / 2)
+    assert metrics["NoAns_f1"] == pytest.approx(50.0)
+    assert metrics["f1"] == pytest.approx(100 * (0.8 + 0 + 1 + 0) / 4)
+
+
+def test_missing_prediction_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no prediction"):
+        squad_v2_metrics({}, {"q": ["a"]})

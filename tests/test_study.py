@@ -1,0 +1,192 @@
+"""Studies on a tiny real model: exact trial counts, resume, failures, and refusing a changed study."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from finetune_hpo.config import check_config, study_settings
+from finetune_hpo.study import JOURNAL_NAME, StudyError, StudyPaths, open_storage, run_study
+from tests.helpers import prepare_task, small_config, write_config
+
+
+def _run(workdir: Path, config: dict, summary: dict, method: str = "full_finetune", **kwargs) -> optuna.Study:
+    settings = study_settings(check_config(config), "sst2", method)
+    return run_study(
+        settings,
+        workdir / "results" / "tokenized" / "sst2",
+        summary,
+        workdir / "results" / "studies" / settings.study_name,
+        **kwargs,
+    )
+
+
+def _states(study: optuna.Study) -> list[str]:
+    return [trial.state.name for trial in study.trials]
+
+
+def test_study_stops_at_exactly_n_complete_and_a_rerun_adds_none(tmp_path: Path, tiny_model: Path) -> None:
+    config = small_config(tmp_path, tiny_model, n_trials=3)
+    summary = prepare_task(tmp_path, config, "sst2")
+    study = _run(tmp_path, config, summary, method="lora")
+    assert _states(study) == ["COMPLETE"] * 3
+    table = (tmp_path / "results/studies/sst2_lora/trials.csv").read_text().splitlines()
+    assert table[0].startswith("number,state,value,params,duration_s,wandb_run_id")
+    assert len(table) == 4
+    # A finished study reruns without training: the same three trials.
+    again = _run(tmp_path, config, summary, method="lora")
+    assert len(again.trials) == 3
+    assert all(t.user_attrs["trainable_parameters"] < t.user_attrs["total_parameters"] for t in again.trials)
+
+
+def test_resumed_study_continues_without_replaying_suggestions(tmp_path: Path, tiny_model: Path) -> None:
+    config = small_config(tmp_path, tiny_model, n_trials=2)
+    summary = prepare_task(tmp_path, config, "sst2")
+    first = [tuple(sorted(t.params.items())) for t in _run(tmp_path, config, summary).trials]
+    config["optuna"]["n_trials"] = 4
+    resumed = _run(tmp_path, config, summary)
+    assert _states(resumed) == ["COMPLETE"] * 4
+    params = [tuple(sorted(t.params.items())) for t in resumed.trials]
+    assert params[:2] == first
+    # A re-created sampler with the same seed would suggest trial 0's parameters again.
+    assert len(set(params)) == 4
+
+
+def test_diverging_trials_fail_and_the_study_stops_after_the_limit(tmp_path: Path, tiny_model: Path) -> None:
+    config = small_config(tmp_path, tiny_model, n_trials=2, max_consecutive_failures=2)
+    config["search_spaces"]["full_finetune"]["learning_rate"] = {"type": "categorical", "choices": [1.0e12]}
+    summary = prepare_task(tmp_path, config, "sst2")
+    with pytest.raises(StudyError, match=r"2 trials failed in a row .*NaNLossError"):
+        _run(tmp_path, config, summary)
+    storage = open_storage(None, StudyPaths(tmp_path / "results/studies/sst2_full_finetune"))
+    study = optuna.load_study(study_name="sst2_full_finetune", storage=storage)
+    assert _states(study) == ["FAIL", "FAIL"]
+    assert "NaN" in study.trials[0].user_attrs["error"] or "nan" in study.trials[0].user_attrs["error"]
+
+
+def test_changed_search_space_is_refused_unless_asked(tmp_path: Path, tiny_model: Path) -> None:
+    config = small_config(tmp_path, tiny_model, n_trials=1)
+    summary = prepare_task(tmp_path, config, "sst2")
+    _run(tmp_path, config, summary)
+    config["search_spaces"]["full_finetune"]["batch_size"] = {"type": "categorical", "choices": [4]}
+    with pytest.raises(StudyError, match=r"different search_space.*--new-study"):
+        _run(tmp_path, config, summary)
+    study = _run(tmp_path, config, summary, allow_new_definition=True)
+    assert len(study.trials) == 1
+
+
+def test_corrupted_journal_is_a_clear_error(tmp_path: Path) -> None:
+    paths = StudyPaths(tmp_path)
+    tmp_path.mkdir(exist_ok=True)
+    paths.journal.write_text('{"op_code": 0, "worker_id": "x", "study_name": "s", "directions": [1]}\nnot json\n{}\n')
+    with pytest.raises(StudyError, match=rf"{JOURNAL_NAME} is corrupted.*move it away"):
+        open_storage(None, paths)
+
+
+def test_half_written_last_record_is_dropped_with_a_backup(tmp_path: Path) -> None:
+    storage = open_storage(None, StudyPaths(tmp_path))
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.add_trial(optuna.trial.create_trial(value=1.0, params={}, distributions={}))
+    journal = tmp_path / JOURNAL_NAME
+    with journal.open("a") as handle:
+        handle.write('{"op_code": 5, "trunc')  # a write cut by SIGKILL
+    reopened = optuna.load_study(study_name="s", storage=open_storage(None, StudyPaths(tmp_path)))
+    assert [t.value for t in reopened.trials] == [1.0]
+    assert journal.read_bytes().endswith(b"\n")
+    assert list(tmp_path.glob(f"{JOURNAL_NAME}.*.bak"))
+    reopened.add_trial(optuna.trial.create_trial(value=2.0, params={}, distributions={}))
+    assert len(optuna.load_study(study_name="s", storage=open_storage(None, StudyPaths(tmp_path))).trials) == 2
+
+
+def _cli_study(tmp_path: Path, tiny_model: Path, n_trials: int) -> tuple[list[str], Path]:
+    config = small_config(tmp_path, tiny_model, n_trials=n_trials, train_size=200)
+    config["search_spaces"]["full_finetune"]["num_train_epochs"] = {"type": "int", "low": 3, "high": 4}
+    prepare_task(tmp_path, config, "sst2")
+    config_path = write_config(tmp_path / "config.yaml", config)
+    command = [
+        sys.executable,
+        "-m",
+        "finetune_hpo.cli",
+        "run-study",
+        "--config",
+        str(config_path),
+        "--task",
+        "sst2",
+        "--method",
+        "full_finetune",
+        "--results",
+        str(tmp_path / "results"),
+    ]
+    return command, tmp_path / "results/studies/sst2_full_finetune"
+
+
+def _wait_for_running_trial(study_dir: Path, process: subprocess.Popen, min_complete: int) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the study finished before it could be interrupted"
+        if (study_dir / JOURNAL_NAME).exists():
+            states = [t.state for t in _load(study_dir, read_only=True).trials]
+            if states.count(TrialState.COMPLETE) >= min_complete and states[-1:] == [TrialState.RUNNING]:
+                return
+        time.sleep(0.05)
+    raise AssertionError("no running trial to interrupt")
+
+
+def _load(study_dir: Path, read_only: bool = False) -> optuna.Study:
+    if read_only:  # beside a live writer: plain Optuna, which skips a line being written
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        storage = JournalStorage(JournalFileBackend(str(study_dir / JOURNAL_NAME)))
+    else:
+        storage = open_storage(None, StudyPaths(study_dir))
+    return optuna.load_study(study_name="sst2_full_finetune", storage=storage)
+
+
+def test_sigkilled_study_resumes_to_exact_trial_count(tmp_path: Path, tiny_model: Path) -> None:
+    command, study_dir = _cli_study(tmp_path, tiny_model, n_trials=4)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait_for_running_trial(study_dir, process, min_complete=1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed = _load(study_dir)
+    complete_before = {t.number: t.params for t in killed.trials if t.state == TrialState.COMPLETE}
+    assert killed.trials[-1].state == TrialState.RUNNING  # what SIGKILL leaves behind
+
+    subprocess.run(command, check=True, capture_output=True)
+    study = _load(study_dir)
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.COMPLETE) == 4
+    assert TrialState.RUNNING not in states
+    interrupted = [t for t in study.trials if t.user_attrs.get("interrupted")]
+    assert len(interrupted) == 1 and interrupted[0].state == TrialState.FAIL
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+    for number, params in complete_before.items():  # finished trials are kept as they were
+        assert study.trials[number].params == params and study.trials[number].state == TrialState.COMPLETE
+
+
+def test_sigterm_fails_the_running_trial_and_exits_nonzero(tmp_path: Path, tiny_model: Path) -> None:
+    command, study_dir = _cli_study(tmp_path, tiny_model, n_trials=3)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait_for_running_trial(study_dir, process, min_complete=0)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr.decode()[-2000:]
+    assert b"rerun to resume" in stderr
+    study = _load(study_dir)
+    assert study.trials[-1].state == TrialState.FAIL
+    assert TrialState.RUNNING not in [t.state for t in study.trials]
+    subprocess.run(command, check=True, capture_output=True)
+    assert [t.state for t in _load(study_dir).trials].count(TrialState.COMPLETE) == 3
+
+
+if os.name != "posix":  # pragma: no cover
+    pytest.skip("signals are POSIX", allow_module_level=True)

@@ -1,0 +1,175 @@
+"""End to end through Snakemake: the demo profile on a slice of the demo, reruns, a killed run, bad config,
+and the VM profiles' plans."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from finetune_hpo.export import load_optimal
+from tests.conftest import REPO, demo_config
+
+pytestmark = pytest.mark.slow
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def _slice_config() -> dict:
+    """The demo on two tasks (one classification, one QA), 3 trials per study, a model built in seconds."""
+    config = copy.deepcopy(demo_config())
+    config["tasks"] = {task: config["tasks"][task] | {"train_size": 80} for task in ("sst2", "squad_v2")}
+    config["vms"] = {"vm1": ["squad_v2"], "vm2": ["sst2"]}
+    config["optuna"]["n_trials"] = 3
+    config["wandb"]["mode"] = "disabled"
+    config["demo"]["pretrain_steps"] = 30
+    config["demo"]["examples_per_split"] = {"train": 200, "validation": 120}
+    for space in config["search_spaces"].values():
+        space["num_train_epochs"] = {"type": "int", "low": 1, "high": 2}
+    return config
+
+
+def _snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [*SNAKEMAKE, "--profile", "profiles/demo", "--directory", str(workdir), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("demo_slice")
+    (workdir / "config").mkdir()
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(_slice_config()))
+    _snakemake(workdir)
+    return workdir
+
+
+STUDIES = ("sst2_full_finetune", "sst2_lora", "squad_v2_full_finetune", "squad_v2_lora")
+
+
+def test_demo_slice_exports_valid_optimal_configs(demo_run: Path) -> None:
+    for study in STUDIES:
+        document = load_optimal(demo_run / "analysis" / f"{study}_optimal.yaml")
+        assert document["study_name"] == study
+        assert document["n_trials"] == 3
+        assert document["best_hyperparameters"]
+        assert document["metric"] == ("f1" if study.startswith("squad") else "accuracy")
+        assert (demo_run / "results" / "studies" / study / "trials.csv").is_file()
+        assert (demo_run / "logs" / "phase1_optuna" / "all" / "run_study" / f"{study}.log").is_file()
+    # SQuAD keeps the best trial's predictions for error analysis.
+    predictions = (demo_run / "results/studies/squad_v2_lora/best_predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == round(80 * 0.3334) and '"null_score"' in predictions[0]
+
+
+def test_rerun_of_a_finished_workflow_does_nothing(demo_run: Path) -> None:
+    started = time.monotonic()
+    result = _snakemake(demo_run)
+    assert "Nothing to be done" in result.stdout + result.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_deleted_optimal_yaml_is_reexported_identically_without_rerunning_the_study(demo_run: Path) -> None:
+    optimal = demo_run / "analysis" / "sst2_lora_optimal.yaml"
+    journal = demo_run / "results" / "studies" / "sst2_lora" / "optuna.journal"
+    before, journal_before = optimal.read_bytes(), journal.read_bytes()
+    optimal.unlink()
+    result = _snakemake(demo_run)
+    log = result.stdout + result.stderr
+    assert "export_best_config" in log and "rule run_study" not in log
+    assert optimal.read_bytes() == before
+    assert journal.read_bytes() == journal_before
+
+
+def _study_states(journal: Path) -> list[TrialState]:
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    return [t.state for t in optuna.load_study(study_name="sst2_full_finetune", storage=storage).trials]
+
+
+def test_killed_snakemake_run_resumes_to_exactly_n_trials(demo_run: Path) -> None:
+    study_dir = demo_run / "results" / "studies" / "sst2_full_finetune"
+    for path in (study_dir, demo_run / "analysis" / "sst2_full_finetune_optimal.yaml"):
+        subprocess.run(["rm", "-rf", str(path)], check=True)
+    process = subprocess.Popen(
+        [*SNAKEMAKE, "--profile", "profiles/demo", "--directory", str(demo_run)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    journal = study_dir / "optuna.journal"
+    while True:
+        assert time.monotonic() < deadline and process.poll() is None, "no running trial to interrupt"
+        states = _study_states(journal) if journal.exists() else []
+        if TrialState.COMPLETE in states and states[-1] == TrialState.RUNNING:
+            break
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the whole run: Snakemake and its jobs
+    process.wait()
+    complete_before = _study_states(journal).count(TrialState.COMPLETE)
+    # The only manual step is the one Snakemake itself prints after a kill: --unlock.
+    _snakemake(demo_run, "--unlock")
+    _snakemake(demo_run)
+    states = _study_states(journal)
+    assert states.count(TrialState.COMPLETE) == 3
+    assert TrialState.RUNNING not in states
+    assert states.count(TrialState.FAIL) == 1
+    assert len(states) == 4 and complete_before >= 1
+    assert load_optimal(demo_run / "analysis" / "sst2_full_finetune_optimal.yaml")["n_trials"] == 3
+
+
+def test_invalid_config_stops_before_any_job(tmp_path: Path) -> None:
+    config = _slice_config()
+    config["search_spaces"]["lora"]["learning_rate"] = {"type": "float", "low": 0.0, "high": 0.1, "log": True}
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    result = _snakemake(tmp_path, check=False)
+    assert result.returncode != 0
+    assert "search_spaces.lora.learning_rate: a log-scale range needs low > 0" in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def _planned_jobs(*args: str) -> dict[str, int]:
+    result = subprocess.run([*SNAKEMAKE, *args, "-n", "--quiet", "rules"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = {}
+    for line in (result.stdout + result.stderr).splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_vm_profiles_plan_only_their_share() -> None:
+    vm1 = _planned_jobs("--profile", "profiles/vm1")
+    vm2 = _planned_jobs("--profile", "profiles/vm2")
+    assert vm1["run_study"] == 2 and vm1["subsample_dataset"] == 1
+    assert vm2["run_study"] == 6 and vm2["subsample_dataset"] == 3
+    # A --config on the command line does not undo the VM selection (it lives in a profile configfile).
+    assert _planned_jobs("--profile", "profiles/vm1", "--config", "seed=7")["run_study"] == 2
+
+
+def test_dag_prints_the_graph() -> None:
+    result = subprocess.run(
+        [*SNAKEMAKE, "--profile", "profiles/vm2", "--dag"], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.lstrip().startswith("digraph")
+    for rule in ("subsample_dataset", "tokenize_dataset", "run_study", "export_best_config"):
+        assert rule in result.stdout

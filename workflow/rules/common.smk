@@ -1,0 +1,69 @@
+# Config validation, wildcard constraints and the input/param functions of every rule.
+
+import sys
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from finetune_hpo.config import ConfigError, check_config, planned_tasks
+from finetune_hpo.data import DataError
+
+validate(config, "../schemas/config.schema.yaml")
+try:
+    # The checks a schema cannot express (ranges, unknown keys, data columns), before any job starts.
+    check_config(config)
+except (ConfigError, DataError) as err:
+    raise WorkflowError(f"Invalid configuration: {err}") from None
+
+PLANNED_TASKS = planned_tasks(config)
+METHODS = config["methods"]
+# Logs are grouped per VM, as the protocol keeps them (logs/phase1_optuna/<vm>/).
+LOGS = f"logs/phase1_optuna/{config['vm'] or 'all'}"
+
+
+wildcard_constraints:
+    task="|".join(config["tasks"]),
+    method="|".join(METHODS),
+
+
+def get_optimal_configs():
+    """Every analysis/<task>_<method>_optimal.yaml this machine (vm) is responsible for."""
+    return expand(
+        "analysis/{task}_{method}_optimal.yaml", task=PLANNED_TASKS, method=METHODS
+    )
+
+
+def get_data_files(wildcards):
+    """Local data files of a task (None: the hub), so Snakemake tracks or builds them."""
+    return config["tasks"][wildcards.task].get("data_files") or {}
+
+
+def get_model_input(wildcards):
+    """The demo's tiny model when the workflow builds it; a hub model is no file input."""
+    if is_demo_model():
+        return config["model"]["name_or_path"]
+    return []
+
+
+def get_task_config(wildcards):
+    return config["tasks"][wildcards.task]
+
+
+def get_study_definition(wildcards):
+    """Params that define a study: changing one reruns run_study (which then refuses mixed trials)."""
+    return {
+        "search_spaces": config["search_spaces"],
+        "overrides": config["tasks"][wildcards.task].get("search_space_overrides", {}),
+        "optuna": config["optuna"],
+        "training": config["training"],
+        "model": config["model"],
+        "seed": config["seed"],
+    }
+
+
+def is_demo_model():
+    return bool(config["demo"]["build_model"])
+
+
+def is_demo_data():
+    return bool(config["demo"]["synthetic_data"])

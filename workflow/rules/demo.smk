@@ -1,0 +1,51 @@
+# The embedded demo: synthetic data in each task's schema and a tiny BERT pretrained on it, offline.
+
+
+if is_demo_data():
+
+    rule generate_demo_data:
+        output:
+            train="resources/synthetic/{task}/train.jsonl",
+            validation="resources/synthetic/{task}/validation.jsonl",
+        log:
+            f"{LOGS}/generate_demo_data/{{task}}.log",
+        conda:
+            "../../environment.yml"
+        params:
+            examples=config["demo"]["examples_per_split"],
+            seed=config["seed"],
+        script:
+            "../scripts/generate_demo_data.py"
+
+
+if is_demo_model():
+
+    rule write_demo_corpus:
+        output:
+            corpus="resources/synthetic/corpus.txt",
+        log:
+            f"{LOGS}/write_demo_corpus.log",
+        conda:
+            "../../environment.yml"
+        params:
+            seed=config["seed"],
+        script:
+            "../scripts/write_demo_corpus.py"
+
+    rule build_demo_model:
+        input:
+            corpus=rules.write_demo_corpus.output.corpus,
+        output:
+            model=directory(config["model"]["name_or_path"]),
+        log:
+            f"{LOGS}/build_demo_model.log",
+        benchmark:
+            "results/benchmarks/build_demo_model.tsv"
+        conda:
+            "../../environment.yml"
+        threads: 2
+        params:
+            seed=config["seed"],
+            pretrain_steps=config["demo"]["pretrain_steps"],
+        script:
+            "../scripts/build_demo_model.py"

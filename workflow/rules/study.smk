@@ -1,0 +1,39 @@
+# Studies: one Optuna study per task x method, then its best configuration for Phase 2.
+
+
+rule run_study:
+    input:
+        tokenized=rules.tokenize_dataset.output.tokenized,
+        summary=rules.subsample_dataset.output.summary,
+        model=get_model_input,
+    output:
+        # The Optuna journal beside this table is deliberately not an output: Snakemake deletes the
+        # outputs of a failed job, and the journal holds every finished trial.
+        trials="results/studies/{task}_{method}/trials.csv",
+    log:
+        f"{LOGS}/run_study/{{task}}_{{method}}.log",
+    benchmark:
+        "results/benchmarks/run_study/{task}_{method}.tsv"
+    conda:
+        "../../environment.yml"
+    params:
+        definition=get_study_definition,
+        study_dir=subpath(output.trials, parent=True),
+    script:
+        "../scripts/run_study.py"
+
+
+rule export_best_config:
+    input:
+        trials=rules.run_study.output.trials,
+        summary=rules.subsample_dataset.output.summary,
+    output:
+        optimal="analysis/{task}_{method}_optimal.yaml",
+    log:
+        f"{LOGS}/export_best_config/{{task}}_{{method}}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        study_dir=subpath(input.trials, parent=True),
+    script:
+        "../scripts/export_best_config.py"
