@@ -22,6 +22,8 @@ env: $(STAMP)
 
 demo: env
 	$(BIN)/snakemake --profile profiles/demo
+	@echo
+	@cd demo && ../$(BIN)/finetune-hpo check
 
 lint: env
 	$(BIN)/ruff check .

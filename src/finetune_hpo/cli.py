@@ -81,6 +81,22 @@ def cmd_export(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_check(args: argparse.Namespace) -> None:
+    from finetune_hpo.report import render_terminal, review_phase1, write_summary
+
+    config = load_config(args.config, _parse_overrides(args.set))
+    tasks = args.tasks or planned_tasks(config)
+    results = Path(args.results)
+    reviews = review_phase1(config, tasks, results, Path(args.analysis))
+    write_summary(reviews, results / "summary.md", results / "summary.csv")
+    print(render_terminal(reviews))
+    failed = [review for review in reviews if review.failed]
+    for review in failed:
+        logger.error("%s: %s", review.study_name, review.problem)
+    if failed:
+        sys.exit(1)
+
+
 def cmd_demo_data(args: argparse.Namespace) -> None:
     from finetune_hpo.demo import GENERATORS, generate_task_data
 
@@ -117,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--out", help="output YAML (default: analysis/<task>_<method>_optimal.yaml)")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("check", help="review Phase 1: every optimal config present and valid, gaps, convergence")
+    with_config(p)
+    p.add_argument("--tasks", nargs="*", help="tasks to review (default: the config's planned tasks)")
+    p.add_argument("--results", default="results", help="results folder (default: %(default)s)")
+    p.add_argument("--analysis", default="analysis", help="folder of the optimal configs (default: %(default)s)")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("demo-data", help="write the demo's synthetic data for some tasks")
     p.add_argument("--out", default="resources/synthetic")

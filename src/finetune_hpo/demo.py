@@ -258,8 +258,11 @@ def corpus_sentences(n_sentences: int, seed: int) -> Iterator[str]:
             continue
         row = GENERATORS[tasks[kind]](rng, index)
         # Same order as the model reads them (question before context), so masked-LM sees names repeated.
-        text = " ".join(str(row[k]) for k in ("sentence", "sentence1", "sentence2", "question", "context") if k in row)
-        yield text
+        yield " ".join(str(row[k]) for k in ("sentence", "sentence1", "sentence2", "question", "context") if k in row)
+        if "answers" in row:
+            # Questions beside what answers them: "where" with a place, "when" with "nobody knows".
+            answer = row["answers"]["text"][0] if row["answers"]["text"] else "nobody knows"
+            yield f"{row['question']} {answer} ."
 
 
 def write_corpus(path: Path, n_sentences: int, seed: int) -> None:

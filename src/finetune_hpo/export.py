@@ -107,9 +107,10 @@ def validate_optimal(document: Mapping[str, Any], where: str = "optimal config")
     schema = yaml.safe_load(OPTIMAL_SCHEMA.read_text())
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(document), key=lambda e: list(e.path))
     if errors:
-        first = errors[0]
-        key = ".".join(str(part) for part in first.path) or "(top level)"
-        raise ExportError(f"{where}: {key}: {first.message}")
+        problems = [
+            f"{'.'.join(str(part) for part in error.path) or '(top level)'}: {error.message}" for error in errors
+        ]
+        raise ExportError(f"{where}: " + "; ".join(problems[:3]) + (" ..." if len(problems) > 3 else ""))
 
 
 def render_yaml(document: Mapping[str, Any]) -> str:

@@ -166,3 +166,16 @@ def export_study(settings: Any, study_dir: Path, summary_path: Path, out_path: P
     url = resolve_storage_url(storage_setting)
     label = redact_url(url) if url else str(paths.journal)
     return export(study, settings, json.loads(summary_path.read_text()), out_path, label)
+
+
+def check_phase1(smk: Any) -> None:
+    from finetune_hpo.config import planned_tasks
+    from finetune_hpo.report import render_terminal, review_phase1, write_summary
+
+    with rule_context(smk):
+        reviews = review_phase1(smk.config, planned_tasks(smk.config), Path("results"), Path("analysis"))
+        write_summary(reviews, Path(smk.output.markdown), Path(smk.output.csv))
+        logger.info("Phase 1 review (%s):\n%s", smk.output.markdown, render_terminal(reviews))
+        failed = [review.study_name for review in reviews if review.failed]
+        if failed:
+            raise ConfigError(f"Phase 1 check failed for {', '.join(failed)}; see {smk.output.markdown}")

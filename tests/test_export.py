@@ -1,0 +1,89 @@
+"""The exported optimal config: built from the stored study, schema-valid, byte-identical on re-export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+from finetune_hpo.config import check_config, study_settings
+from finetune_hpo.export import ExportError, export_best_config, load_optimal, redact_url
+from tests.conftest import real_config
+
+SUMMARY = {
+    "splits": {
+        "train": {"size": 500, "sha256": "a" * 64, "strata": {"0": 250, "1": 250}},
+        "validation": {"size": 50, "sha256": "b" * 64, "strata": {"0": 25, "1": 25}},
+    }
+}
+
+
+def _study(values: list[float | None]) -> optuna.Study:
+    study = optuna.create_study(study_name="mrpc_lora", direction="maximize")
+    distributions = {
+        "learning_rate": FloatDistribution(1e-6, 1e-4, log=True),
+        "batch_size": CategoricalDistribution((1, 2, 4)),
+    }
+    for number, value in enumerate(values):
+        state = optuna.trial.TrialState.COMPLETE if value is not None else optuna.trial.TrialState.FAIL
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                value=value,
+                params={"learning_rate": 1e-5 * (number + 1), "batch_size": 2},
+                distributions=distributions,
+                user_attrs={"metrics": {"f1": value or 0.0, "accuracy": 70.0}, "per_device_batch_size": 2},
+            )
+        )
+    study.set_user_attr("fingerprint", "0123456789abcdef")
+    return study
+
+
+def _settings(n_trials: int):
+    config = check_config(real_config())
+    config["optuna"]["n_trials"] = n_trials
+    return study_settings(config, "mrpc", "lora")
+
+
+def test_export_holds_the_best_trial_and_counts(tmp_path: Path) -> None:
+    out = tmp_path / "analysis" / "mrpc_lora_optimal.yaml"
+    document = export_best_config(_study([71.0, None, 84.5, 80.0]), _settings(3), SUMMARY, out, "journal")
+    on_disk = load_optimal(out)
+    assert on_disk == yaml.safe_load(out.read_text()) and on_disk["best_value"] == 84.5
+    assert document["best_trial"] == 2
+    assert document["best_hyperparameters"] == {"learning_rate": pytest.approx(3e-5), "batch_size": 2}
+    assert document["n_trials"] == 3 and document["n_failed_trials"] == 1
+    assert document["metric"] == "f1" and document["metric_unit"] == "percent"
+    assert document["study_name"] == "mrpc_lora"
+    assert document["dataset"]["train_size"] == 500 and document["dataset"]["validation_size"] == 50
+    assert document["sampler"]["n_startup_trials"] == 4
+    assert document["model"] == "roberta-base"
+
+
+def test_reexport_is_byte_identical(tmp_path: Path) -> None:
+    study = _study([71.0, 84.5, 80.0])
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    export_best_config(study, _settings(3), SUMMARY, first, "journal")
+    export_best_config(study, _settings(3), SUMMARY, second, "journal")
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_unfinished_study_is_not_exported(tmp_path: Path) -> None:
+    out = tmp_path / "x.yaml"
+    with pytest.raises(ExportError, match=r"2 COMPLETE trial\(s\), fewer than optuna.n_trials=10"):
+        export_best_config(_study([70.0, 75.0]), _settings(10), SUMMARY, out, "journal")
+    assert not out.exists()
+
+
+def test_invalid_yaml_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("study_name: mrpc_lora\nbest_value: high\n")
+    with pytest.raises(ExportError, match=r"broken.yaml: .*(required|not of type)"):
+        load_optimal(path)
+
+
+def test_storage_passwords_are_redacted() -> None:
+    assert redact_url("postgresql://optuna:s3cret@db:5432/hpo") == "postgresql://optuna:***@db:5432/hpo"

@@ -1,0 +1,78 @@
+"""Real GLUE and SQuAD v2 rows through the whole trial path: load, subsample, tokenize, train, score."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from finetune_hpo.data import load_splits, subsample, write_subsample
+from finetune_hpo.preprocess import load_tokenized, load_tokenizer, tokenize_task
+from finetune_hpo.qa import QAWindowing
+from finetune_hpo.search_space import HyperParameters
+from finetune_hpo.tasks import TASKS
+from finetune_hpo.training import TrainingSetup, load_base_model, train_and_evaluate
+
+
+def _prepare(realdata: Path, tmp_path: Path, tiny_model: Path, task_name: str, train_size: int) -> Path:
+    task = TASKS[task_name]
+    files = {split: str(realdata / task_name / f"{split}.jsonl") for split in ("train", "validation")}
+    drawn = subsample(task, load_splits(task, files), train_size, 0.5, seed=0)
+    write_subsample(task, drawn, tmp_path / "data", seed=0)
+    tokenize_task(
+        task,
+        tmp_path / "data",
+        load_tokenizer(str(tiny_model)),
+        tmp_path / "tokenized",
+        max_seq_length=64,
+        qa_windowing=QAWindowing(max_seq_length=96, doc_stride=32),
+    )
+    return tmp_path / "tokenized"
+
+
+def test_squad_v2_real_rows_train_and_score(realdata: Path, tmp_path: Path, tiny_model: Path) -> None:
+    tokenized = load_tokenized(_prepare(realdata, tmp_path, tiny_model, "squad_v2", train_size=40))
+    assert len(tokenized.validation_examples) == 20
+    # Real contexts are longer than one 96-token window.
+    assert len(tokenized.validation) > len(tokenized.validation_examples)
+    assert len(tokenized.validation) == len(tokenized.validation_windows)
+    task = TASKS["squad_v2"]
+    setup = TrainingSetup(
+        task=task,
+        method="lora",
+        seed=0,
+        eval_batch_size=16,
+        qa_postprocessing={"n_best": 5, "max_answer_length": 30, "null_score_threshold": 0.0},
+        scratch_dir=tmp_path / "scratch",
+    )
+    params = HyperParameters(
+        learning_rate=1e-3, batch_size=8, num_train_epochs=1, lora_rank=4, lora_alpha=8, lora_dropout=0.0
+    )
+    outcome = train_and_evaluate(
+        setup, load_base_model(task, str(tiny_model)), load_tokenizer(str(tiny_model)), tokenized, params
+    )
+    assert 0.0 <= outcome.value <= 100.0
+    assert {"exact", "f1", "HasAns_f1", "NoAns_f1", "total"} <= set(outcome.metrics)
+    assert outcome.metrics["total"] == 20
+    assert len(outcome.qa_predictions) == 20
+    contexts = {row["id"]: row["context"] for row in tokenized.validation_examples}
+    for prediction in outcome.qa_predictions:  # every answer is a span of its own context
+        assert prediction.prediction_text in contexts[prediction.id]
+    assert outcome.trainable_parameters < outcome.total_parameters
+
+
+@pytest.mark.parametrize("task_name", ["mrpc", "rte", "sst2"])
+def test_glue_real_rows_train_and_score(realdata: Path, tmp_path: Path, tiny_model: Path, task_name: str) -> None:
+    tokenized = load_tokenized(_prepare(realdata, tmp_path, tiny_model, task_name, train_size=40))
+    task = TASKS[task_name]
+    setup = TrainingSetup(task=task, method="full_finetune", seed=0, scratch_dir=tmp_path / "scratch")
+    outcome = train_and_evaluate(
+        setup,
+        load_base_model(task, str(tiny_model)),
+        load_tokenizer(str(tiny_model)),
+        tokenized,
+        HyperParameters(learning_rate=1e-4, batch_size=8, num_train_epochs=1),
+    )
+    assert outcome.metrics.keys() >= {"accuracy", "f1"}
+    assert outcome.value == outcome.metrics[task.metric]
+    assert len(outcome.history) == 1

@@ -1,0 +1,49 @@
+"""W&B: a run of its own for every trial (offline, for real), and a W&B failure never fails a trial."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from finetune_hpo.config import check_config, study_settings
+from finetune_hpo.study import run_study
+from finetune_hpo.tracking import TrialRun
+from tests.helpers import prepare_task, small_config
+
+
+def test_every_trial_gets_its_own_offline_run(tmp_path: Path, tiny_model: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    config = small_config(tmp_path, tiny_model, n_trials=2)
+    config["wandb"]["mode"] = "offline"
+    summary = prepare_task(tmp_path, config, "sst2")
+    settings = study_settings(check_config(config), "sst2", "full_finetune")
+    study = run_study(
+        settings,
+        tmp_path / "results/tokenized/sst2",
+        summary,
+        tmp_path / "results/studies/sst2_full_finetune",
+        wandb_dir=tmp_path / "wandb",
+    )
+    run_ids = [trial.user_attrs.get("wandb_run_id") for trial in study.trials]
+    assert all(run_ids) and len(set(run_ids)) == 2
+    run_dirs = sorted((tmp_path / "wandb" / "wandb").glob("offline-run-*"))
+    assert len(run_dirs) == 2
+    assert {run_id for run_id in run_ids} == {path.name.rsplit("-", 1)[-1] for path in run_dirs}
+    table = (tmp_path / "results/studies/sst2_full_finetune/trials.csv").read_text()
+    assert all(run_id in table for run_id in run_ids)
+
+
+def test_wandb_failure_leaves_the_trial_alone(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    import wandb
+
+    def broken_init(**kwargs):  # what a W&B outage looks like to the caller
+        raise wandb.errors.CommError("service unreachable")
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    run = TrialRun(project="p", group="g", name="trial-0", config={}, mode="online")
+    assert run.run_id is None
+    run.log({"eval/accuracy": 1.0})
+    run.summary({"objective": 1.0})
+    run.finish()
+    assert "goes on without it" in caplog.text
