@@ -62,6 +62,10 @@ def _broken(mutate) -> dict:
             lambda c: c["search_spaces"]["full_finetune"].update({"dropout": {"type": "float", "low": 0, "high": 1}}),
             r"search_spaces\.full_finetune.*: unknown hyperparameter\(s\) dropout",
         ),
+        (
+            lambda c: c["model"].update({"name_or_path": "./models/missing-bert"}),
+            r"model\.name_or_path: local model directory \./models/missing-bert does not exist",
+        ),
         (lambda c: c.update({"vm": "vm3"}), r"vm: 'vm3' is not defined under 'vms'"),
         (lambda c: c["vms"].update({"vm2": ["mrpc", "qnli"]}), r"vms\.vm2: task 'qnli' is not configured"),
         (
@@ -87,3 +91,11 @@ def test_data_file_without_the_task_columns_is_refused(tmp_path: Path) -> None:
     config = _broken(lambda c: c["tasks"]["mrpc"].update({"data_files": {"train": str(bad), "validation": str(bad)}}))
     with pytest.raises(DataError, match=r"tasks\.mrpc\.data_files\.train: .* lacks column\(s\) sentence1, sentence2"):
         check_config(config)
+
+
+def test_unloadable_model_is_a_clear_error(monkeypatch) -> None:
+    from finetune_hpo.preprocess import load_tokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # this machine has no hub; make that fast and certain
+    with pytest.raises(ConfigError, match=r"model\.name_or_path: cannot load 'no-such-org/no-such-model'"):
+        load_tokenizer("no-such-org/no-such-model")

@@ -28,8 +28,9 @@ def test_every_trial_gets_its_own_offline_run(tmp_path: Path, tiny_model: Path, 
     run_ids = [trial.user_attrs.get("wandb_run_id") for trial in study.trials]
     assert all(run_ids) and len(set(run_ids)) == 2
     run_dirs = sorted((tmp_path / "wandb" / "wandb").glob("offline-run-*"))
-    assert len(run_dirs) == 2
-    assert {run_id for run_id in run_ids} == {path.name.rsplit("-", 1)[-1] for path in run_dirs}
+    # One run per trial, plus the study's summary run.
+    assert len(run_dirs) == 3
+    assert set(run_ids) < {path.name.rsplit("-", 1)[-1] for path in run_dirs}
     table = (tmp_path / "results/studies/sst2_full_finetune/trials.csv").read_text()
     assert all(run_id in table for run_id in run_ids)
 

@@ -173,3 +173,22 @@ def test_dag_prints_the_graph() -> None:
     assert result.stdout.lstrip().startswith("digraph")
     for rule in ("subsample_dataset", "tokenize_dataset", "run_study", "export_best_config"):
         assert rule in result.stdout
+
+
+def test_report_html_holds_every_figure_and_the_summary(demo_run: Path) -> None:
+    figures = [
+        demo_run / "results" / "figures" / study / f"{kind}.png"
+        for study in STUDIES
+        for kind in ("history", "importances", "slice")
+    ]
+    figures.append(demo_run / "results" / "figures" / "lora_vs_full.png")
+    assert all(path.is_file() and path.stat().st_size > 1000 for path in figures)
+    summary = (demo_run / "results" / "summary.md").read_text()
+    assert "4/4 optimal configs: all present and valid" in summary
+    report = demo_run / "report.html"
+    _snakemake(demo_run, "--report", str(report))
+    html = report.read_text()
+    for study in STUDIES:
+        assert study in html
+    for name in ("history.png", "importances.png", "slice.png", "lora_vs_full.png", "summary.csv"):
+        assert name in html

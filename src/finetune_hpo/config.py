@@ -137,6 +137,8 @@ def check_config(config: dict[str, Any], *, check_data_files: bool = True) -> di
     if config["vm"] is not None and config["vm"] not in config["vms"]:
         known = ", ".join(config["vms"]) or "none"
         raise ConfigError(f"vm: {config['vm']!r} is not defined under 'vms' (defined: {known})")
+    _check_model(config)
+    _check_workers(config)
     for task_name in config["tasks"]:
         for method in config["methods"]:
             study_settings(config, task_name, method)
@@ -168,6 +170,29 @@ def study_settings(config: Mapping[str, Any], task_name: str, method: str) -> St
         search_space=distributions,
         config=config,
     )
+
+
+def _check_workers(config: Mapping[str, Any]) -> None:
+    workers = config["optuna"]["workers_per_study"]
+    storage = config["optuna"]["storage"] or ""
+    if workers > 1 and (not storage or storage.startswith("sqlite")):
+        raise ConfigError(
+            f"optuna.workers_per_study: {workers} workers need a shared RDB storage (optuna.storage: "
+            "postgresql://... or env:VAR); a journal file or SQLite is unsafe across machines"
+        )
+
+
+def looks_like_local_path(name: str) -> bool:
+    """A hub id is ``name`` or ``org/name``; anything else (``./x``, ``/abs``, ``a/b/c``) is a local path."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1
+
+
+def _check_model(config: Mapping[str, Any]) -> None:
+    name = str(config["model"]["name_or_path"])
+    if config["demo"]["build_model"]:
+        return  # rule build_demo_model writes it
+    if looks_like_local_path(name) and not Path(name).expanduser().is_dir():
+        raise ConfigError(f"model.name_or_path: local model directory {name} does not exist")
 
 
 def _check_data_files(config: Mapping[str, Any], task_name: str) -> None:

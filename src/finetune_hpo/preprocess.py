@@ -39,9 +39,18 @@ class TokenizedTask:
 
 
 def load_tokenizer(model_name_or_path: str) -> Any:
+    """The model's tokenizer; a clear ``ConfigError`` when the model is neither local nor on the hub."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(model_name_or_path)
+    from finetune_hpo.config import ConfigError
+
+    try:
+        return AutoTokenizer.from_pretrained(model_name_or_path)
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"model.name_or_path: cannot load {model_name_or_path!r}: it is not a local model directory and "
+            f"could not be fetched from the Hugging Face hub ({str(err).splitlines()[0]})"
+        ) from err
 
 
 def tokenize_task(

@@ -98,21 +98,34 @@ def resolve_storage_url(storage: str | None) -> str | None:
     return storage
 
 
-def open_storage(storage: str | None, paths: StudyPaths) -> optuna.storages.BaseStorage:
+def open_storage(
+    storage: str | None, paths: StudyPaths, heartbeat: tuple[int, int] = (60, 180)
+) -> optuna.storages.BaseStorage:
     """The study's storage: a journal file per study by default, or an RDB (PostgreSQL) URL.
+
+    Args:
+        storage: ``None`` (journal), an RDB URL, or ``env:VAR``.
+        paths: The study's folder (journal location).
+        heartbeat: RDB only: seconds between a worker's heartbeats, and the silence after which its
+            running trial is stale (FAIL, then retried once with the same parameters).
 
     Raises:
         StudyError: the journal file is corrupted (names the file and what to do).
     """
     url = resolve_storage_url(storage)
     if url:
-        return optuna.storages.RDBStorage(
-            url,
-            # Heartbeats let a live worker mark a dead worker's trial stale and retry it.
-            heartbeat_interval=60,
-            grace_period=180,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
-        )
+        interval, grace_period = heartbeat
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=interval,
+                grace_period=grace_period,
+                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
+            )
+        except ImportError as err:
+            raise StudyError(f"optuna.storage {redacted(url)} needs a database driver: {err}") from err
+        except Exception as err:  # sqlalchemy's OperationalError and friends: say which server
+            raise StudyError(f"cannot open optuna.storage {redacted(url)}: {str(err).splitlines()[0]}") from err
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -125,6 +138,12 @@ def open_storage(storage: str | None, paths: StudyPaths) -> optuna.storages.Base
             f"Restore it from a backup, or move it away (e.g. `mv {paths.journal} {paths.journal}.broken`) "
             "to start this study from scratch."
         ) from err
+
+
+def redacted(url: str) -> str:
+    from finetune_hpo.export import redact_url
+
+    return redact_url(url)
 
 
 def repair_journal_tail(journal: Path) -> None:
@@ -250,6 +269,10 @@ def fail_interrupted_trials(study: optuna.Study) -> list[int]:
     return numbers
 
 
+def heartbeat_setting(config: Mapping[str, Any]) -> tuple[int, int]:
+    return int(config["optuna"]["heartbeat_interval"]), int(config["optuna"]["heartbeat_grace_period"])
+
+
 def count_complete(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
@@ -369,6 +392,7 @@ class Objective:
         from finetune_hpo.tracking import TrialRun
         from finetune_hpo.training import train_and_evaluate
 
+        self._refuse_surplus(trial)
         params = suggest(trial, self.settings.search_space)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         wandb_config = self.settings.config["wandb"]
@@ -429,6 +453,18 @@ class Objective:
         run.finish()
         return outcome.value
 
+    def _refuse_surplus(self, trial: optuna.Trial) -> None:
+        """With several workers, two may start a trial for the last slot: the higher number yields.
+
+        Trial numbers are assigned atomically by the storage, so counting the COMPLETE and RUNNING trials
+        numbered below this one decides which trials fill the ``n_trials`` slots, before any training.
+        """
+        states = (TrialState.COMPLETE, TrialState.RUNNING)
+        ahead = [t for t in trial.study.get_trials(deepcopy=False, states=states) if t.number < trial.number]
+        if len(ahead) >= self.settings.n_trials:
+            trial.set_user_attr("surplus", True)
+            raise optuna.TrialPruned(f"surplus: {len(ahead)} earlier trials already fill the study")
+
     def _prediction_rows(self, predictions: list[Any]) -> list[dict[str, Any]]:
         task = self.settings.task
         golds = {row[task.id_column]: row[task.label_column]["text"] for row in self.data.validation_examples}
@@ -453,6 +489,7 @@ def run_study(
     threads: int = 1,
     wandb_dir: Path | None = None,
     allow_new_definition: bool = False,
+    finalize: bool = True,
 ) -> optuna.Study:
     """Run (or resume) the study until it holds exactly ``n_trials`` COMPLETE trials; write its trials table.
 
@@ -464,6 +501,8 @@ def run_study(
         threads: CPU threads for torch (the Snakemake job's ``threads``).
         wandb_dir: Where offline W&B runs are written.
         allow_new_definition: Continue a stored study whose definition changed.
+        finalize: Write the trials table, best predictions and the W&B summary run (one worker of a
+            shared study does this, after all have finished).
 
     Raises:
         StudyError: too many consecutive failures, a corrupted storage, or a changed definition.
@@ -476,7 +515,7 @@ def run_study(
 
     config = settings.config
     paths = StudyPaths(study_dir)
-    storage = open_storage(config["optuna"]["storage"], paths)
+    storage = open_storage(config["optuna"]["storage"], paths, heartbeat_setting(config))
     definition = study_definition(settings, data_summary)
     study = open_study(settings, storage, definition, allow_new_definition=allow_new_definition)
     if isinstance(storage, optuna.storages.RDBStorage):
@@ -517,22 +556,46 @@ def run_study(
             wandb_dir=wandb_dir,
         )
         _optimize_until_complete(study, objective, n_trials, config["optuna"]["max_consecutive_failures"])
-    write_best_predictions(study, paths)
-    write_trials_table(study, paths.trials_table)
-    shutil.rmtree(paths.scratch, ignore_errors=True)
+        if finalize:
+            log_summary_run(study, settings, wandb_dir)
+    if finalize:
+        write_best_predictions(study, paths)
+        write_trials_table(study, paths.trials_table)
+        shutil.rmtree(paths.scratch, ignore_errors=True)
     return study
 
 
 def _optimize_until_complete(
-    study: optuna.Study, objective: Objective, n_trials: int, max_consecutive_failures: int
+    study: optuna.Study,
+    objective: Objective,
+    n_trials: int,
+    max_consecutive_failures: int,
+    poll_seconds: float = 2.0,
 ) -> None:
+    """Run trials until the study holds ``n_trials`` COMPLETE ones, sharing the count with other workers."""
     progress = ProgressLogger(n_trials)
+    finished: list[FrozenTrial] = []
     consecutive_failures = 0
+    shared = isinstance(study._storage, optuna.storages.RDBStorage)
     with sigterm_as_interrupt():
-        while count_complete(study) < n_trials:
-            # One trial per call: the COMPLETE count is checked before every trial, never an 11th.
-            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[progress], gc_after_trial=True)
-            last = study.trials[-1]
+        while (complete := count_complete(study)) < n_trials:
+            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            if complete + running >= n_trials:
+                # Other workers hold the remaining slots: wait in case one of them fails or dies
+                # (a dead worker's trial turns stale after the heartbeat grace period and is retried).
+                if shared:
+                    optuna.storages.fail_stale_trials(study)
+                time.sleep(poll_seconds)
+                continue
+            # One trial per call: the count is checked before every trial, never an 11th.
+            study.optimize(
+                objective,
+                n_trials=1,
+                catch=(Exception,),
+                callbacks=[progress, lambda _study, trial: finished.append(trial)],
+                gc_after_trial=True,
+            )
+            last = finished[-1]
             if last.state == TrialState.FAIL:
                 consecutive_failures += 1
                 if consecutive_failures >= max_consecutive_failures:
@@ -542,8 +605,29 @@ def _optimize_until_complete(
                         f"{count_complete(study)} COMPLETE trial(s) are kept. The limit is "
                         "optuna.max_consecutive_failures."
                     )
-            else:
+            elif not last.user_attrs.get("surplus"):
                 consecutive_failures = 0
+
+
+def log_summary_run(study: optuna.Study, settings: StudySettings, wandb_dir: Path | None) -> None:
+    """A W&B run for the whole study (after this process ran trials): trials table, importances, best."""
+    from finetune_hpo.report import parameter_importances
+    from finetune_hpo.tracking import log_study_summary
+
+    wandb_config = settings.config["wandb"]
+    if wandb_config["mode"] == "disabled" or count_complete(study) == 0:
+        return
+    best = study.best_trial
+    log_study_summary(
+        project=wandb_config["project"],
+        entity=wandb_config["entity"],
+        mode=wandb_config["mode"],
+        study_name=settings.study_name,
+        rows=trials_table_rows(study),
+        best={"number": best.number, "value": best.value, **best.params},
+        importances=parameter_importances(study)[0],
+        directory=wandb_dir,
+    )
 
 
 def write_best_predictions(study: optuna.Study, paths: StudyPaths) -> None:

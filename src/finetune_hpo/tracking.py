@@ -90,3 +90,43 @@ class TrialRun:
     def _disable(self, err: Exception) -> None:
         logger.warning("W&B call failed (%s); logging to W&B stops for this trial", err)
         self._run = None
+
+
+def log_study_summary(
+    *,
+    project: str,
+    entity: str | None,
+    mode: str,
+    study_name: str,
+    rows: list[dict[str, Any]],
+    best: Mapping[str, Any],
+    importances: Mapping[str, float],
+    directory: Path | None = None,
+) -> str | None:
+    """One W&B run per study beside its trial runs: the trials table, importances and the best config."""
+    if mode == "disabled":
+        return None
+    try:
+        import wandb
+    except ImportError as err:  # pragma: no cover - wandb is a dependency
+        logger.warning("W&B study summary not logged (%s)", err)
+        return None
+    run = TrialRun(
+        project=project,
+        entity=entity,
+        mode=mode,
+        group=study_name,
+        name=f"{study_name}-summary",
+        config={"study_name": study_name, **{f"best/{k}": v for k, v in best.items()}},
+        directory=directory,
+    )
+    if run._run is not None:
+        try:
+            columns = list(rows[0]) if rows else []
+            table = wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in rows])
+            run._run.log({"trials": table, **{f"importance/{k}": v for k, v in importances.items()}})
+        except Exception as err:  # noqa: BLE001 - W&B never fails the study
+            run._disable(err)
+    run.summary({"best_value": best.get("value"), "best_trial": best.get("number")})
+    run.finish()
+    return run.run_id

@@ -137,6 +137,8 @@ def run_study(smk: Any) -> None:
             Path(smk.params.study_dir),
             threads=_threads(smk),
             wandb_dir=Path("results") / "wandb",
+            # A worker job of a shared study leaves the table (and the W&B summary) to rule run_study.
+            finalize=hasattr(smk.output, "trials"),
         )
 
 
@@ -179,3 +181,32 @@ def check_phase1(smk: Any) -> None:
         failed = [review.study_name for review in reviews if review.failed]
         if failed:
             raise ConfigError(f"Phase 1 check failed for {', '.join(failed)}; see {smk.output.markdown}")
+
+
+def _load_study(config: Any, study_name: str, study_dir: Path) -> Any:
+    import optuna
+
+    from finetune_hpo.study import StudyPaths, open_storage
+
+    return optuna.load_study(
+        study_name=study_name, storage=open_storage(config["optuna"]["storage"], StudyPaths(study_dir))
+    )
+
+
+def plot_study(smk: Any) -> None:
+    from finetune_hpo.plots import plot_study as plot
+
+    with rule_context(smk):
+        study_name = f"{smk.wildcards.task}_{smk.wildcards.method}"
+        paths = plot(_load_study(smk.config, study_name, Path(smk.params.study_dir)), Path(smk.output.history).parent)
+        logger.info("%s: %s", study_name, ", ".join(str(path) for path in paths.values()))
+
+
+def plot_lora_vs_full(smk: Any) -> None:
+    from finetune_hpo.config import planned_tasks
+    from finetune_hpo.plots import plot_lora_vs_full as plot
+    from finetune_hpo.report import review_phase1
+
+    with rule_context(smk):
+        reviews = review_phase1(smk.config, planned_tasks(smk.config), Path("results"), Path("analysis"))
+        plot(reviews, Path(smk.output.figure))

@@ -24,12 +24,35 @@ LOGS = f"logs/phase1_optuna/{config['vm'] or 'all'}"
 wildcard_constraints:
     task="|".join(config["tasks"]),
     method="|".join(METHODS),
+    worker=r"\d+",
 
 
 def get_optimal_configs():
     """Every analysis/<task>_<method>_optimal.yaml this machine (vm) is responsible for."""
     return expand(
         "analysis/{task}_{method}_optimal.yaml", task=PLANNED_TASKS, method=METHODS
+    )
+
+
+def get_study_figures():
+    """The figures of every planned study (history, importances, slice)."""
+    return expand(
+        "results/figures/{task}_{method}/{figure}.png",
+        task=PLANNED_TASKS,
+        method=METHODS,
+        figure=("history", "importances", "slice"),
+    )
+
+
+def get_study_workers(wildcards):
+    """With optuna.workers_per_study: N > 1, the study's N worker jobs (run_study then only writes the
+    trials table); with 1, none: run_study runs the trials itself."""
+    workers = config["optuna"]["workers_per_study"]
+    return expand(
+        "results/studies/{task}_{method}/workers/{worker}.done",
+        task=wildcards.task,
+        method=wildcards.method,
+        worker=range(workers) if workers > 1 else [],
     )
 
 

@@ -1,4 +1,53 @@
-# The Phase 1 review: one table over every study this machine ran.
+# The Phase 1 review: figures per study, LoRA vs full fine-tuning, and one table over every study.
+
+
+rule plot_study:
+    input:
+        trials=rules.run_study.output.trials,
+    output:
+        history=report(
+            "results/figures/{task}_{method}/history.png",
+            caption="../report/history.rst",
+            category="Studies",
+            subcategory="{task}_{method}",
+        ),
+        importances=report(
+            "results/figures/{task}_{method}/importances.png",
+            caption="../report/importances.rst",
+            category="Studies",
+            subcategory="{task}_{method}",
+        ),
+        slice=report(
+            "results/figures/{task}_{method}/slice.png",
+            caption="../report/slice.rst",
+            category="Studies",
+            subcategory="{task}_{method}",
+        ),
+    log:
+        f"{LOGS}/plot_study/{{task}}_{{method}}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        study_dir=subpath(input.trials, parent=True),
+    script:
+        "../scripts/plot_study.py"
+
+
+rule plot_lora_vs_full:
+    input:
+        get_optimal_configs(),
+    output:
+        figure=report(
+            "results/figures/lora_vs_full.png",
+            caption="../report/lora_vs_full.rst",
+            category="Overview",
+        ),
+    log:
+        f"{LOGS}/plot_lora_vs_full.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/plot_lora_vs_full.py"
 
 
 rule check_phase1:
@@ -6,7 +55,9 @@ rule check_phase1:
         get_optimal_configs(),
     output:
         markdown="results/summary.md",
-        csv="results/summary.csv",
+        csv=report(
+            "results/summary.csv", caption="../report/summary.rst", category="Overview"
+        ),
     log:
         f"{LOGS}/check_phase1.log",
     conda:

@@ -1,11 +1,33 @@
 # Studies: one Optuna study per task x method, then its best configuration for Phase 2.
 
 
+rule run_study_worker:
+    # Only with optuna.workers_per_study > 1: extra workers on the same (PostgreSQL) study, each its own job.
+    input:
+        tokenized=rules.tokenize_dataset.output.tokenized,
+        summary=rules.subsample_dataset.output.summary,
+        model=get_model_input,
+    output:
+        done=touch("results/studies/{task}_{method}/workers/{worker}.done"),
+    log:
+        f"{LOGS}/run_study/{{task}}_{{method}}.worker{{worker}}.log",
+    benchmark:
+        "results/benchmarks/run_study/{task}_{method}.worker{worker}.tsv"
+    conda:
+        "../../environment.yml"
+    params:
+        definition=get_study_definition,
+        study_dir=subpath(output.done, ancestor=2),
+    script:
+        "../scripts/run_study.py"
+
+
 rule run_study:
     input:
         tokenized=rules.tokenize_dataset.output.tokenized,
         summary=rules.subsample_dataset.output.summary,
         model=get_model_input,
+        workers=get_study_workers,
     output:
         # The Optuna journal beside this table is deliberately not an output: Snakemake deletes the
         # outputs of a failed job, and the journal holds every finished trial.

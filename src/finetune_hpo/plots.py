@@ -1,0 +1,102 @@
+"""Figures of the Phase 1 review, drawn with Optuna's own matplotlib plots where they exist.
+
+Per study: optimization history (with the best value so far), hyperparameter importances (or a note when
+there are too few trials to say anything), and a slice plot. Across studies: the best value of LoRA vs full
+fine-tuning per task, beside what each costs.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a window
+
+import matplotlib.pyplot as plt
+import optuna
+
+from finetune_hpo.report import StudyReview, parameter_importances
+from finetune_hpo.tasks import METHODS
+
+logger = logging.getLogger(__name__)
+
+
+def _save(figure: plt.Figure, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _note(path: Path, title: str, text: str) -> None:
+    figure, axis = plt.subplots(figsize=(6, 3))
+    axis.axis("off")
+    axis.set_title(title)
+    axis.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    _save(figure, path)
+
+
+def plot_study(study: optuna.Study, out_dir: Path) -> dict[str, Path]:
+    """Write ``history.png``, ``importances.png`` and ``slice.png`` for ``study`` into ``out_dir``."""
+    from optuna.visualization import matplotlib as optuna_plots
+
+    paths = {name: out_dir / f"{name}.png" for name in ("history", "importances", "slice")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna marks its matplotlib backend experimental
+        axis = optuna_plots.plot_optimization_history(study)
+        axis.set_title(f"{study.study_name}: optimization history")
+        _save(axis.figure, paths["history"])
+
+        importances, note = parameter_importances(study)
+        if importances:
+            axis = optuna_plots.plot_param_importances(
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+            )
+            axis.set_title(f"{study.study_name}: hyperparameter importances (fANOVA)")
+            _save(axis.figure, paths["importances"])
+        else:
+            _note(paths["importances"], f"{study.study_name}: importances", f"Not shown: {note}.")
+
+        params = [name for name, dist in study.best_trial.distributions.items() if not dist.single()]
+        axes = optuna_plots.plot_slice(study, params=params)
+        figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
+        figure.set_size_inches(2.6 * max(1, len(params)), 3.0)
+        figure.suptitle(f"{study.study_name}: objective per hyperparameter")
+        _save(figure, paths["slice"])
+    return paths
+
+
+def plot_lora_vs_full(reviews: Sequence[StudyReview], path: Path) -> None:
+    """Best value per task for each method, beside trainable parameters and training time per trial."""
+    by_task: dict[str, dict[str, StudyReview]] = {}
+    for review in reviews:
+        for method in METHODS:
+            if review.study_name.endswith(f"_{method}") and review.status == "OK":
+                by_task.setdefault(review.study_name.removesuffix(f"_{method}"), {})[method] = review
+    tasks = sorted(by_task)
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    width = 0.38
+    panels = (
+        ("best value (%)", lambda r: r.best_value),
+        ("trainable parameters", lambda r: r.trainable_parameters),
+        ("training time per trial (s)", lambda r: r.mean_train_seconds),
+    )
+    for axis, (label, value_of) in zip(axes, panels, strict=True):
+        for offset, (method, colour) in enumerate((("full_finetune", "tab:blue"), ("lora", "tab:orange"))):
+            values = [(value_of(by_task[t][method]) or 0.0) if method in by_task[t] else 0.0 for t in tasks]
+            positions = [i + (offset - 0.5) * width for i in range(len(tasks))]
+            bars = axis.bar(positions, values, width, label=method, color=colour)
+            if label.startswith("best"):
+                axis.bar_label(bars, fmt="%.1f", fontsize=7)
+        axis.set_xticks(range(len(tasks)), tasks)
+        axis.set_title(label)
+        if label == "trainable parameters":
+            axis.set_yscale("log")
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="upper right", fontsize=8)
+    figure.suptitle("LoRA vs full fine-tuning")
+    _save(figure, path)
