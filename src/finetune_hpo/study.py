@@ -114,18 +114,7 @@ def open_storage(
     """
     url = resolve_storage_url(storage)
     if url:
-        interval, grace_period = heartbeat
-        try:
-            return optuna.storages.RDBStorage(
-                url,
-                heartbeat_interval=interval,
-                grace_period=grace_period,
-                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
-            )
-        except ImportError as err:
-            raise StudyError(f"optuna.storage {redacted(url)} needs a database driver: {err}") from err
-        except Exception as err:  # sqlalchemy's OperationalError and friends: say which server
-            raise StudyError(f"cannot open optuna.storage {redacted(url)}: {str(err).splitlines()[0]}") from err
+        return _open_rdb(url, *heartbeat)
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -138,6 +127,27 @@ def open_storage(
             f"Restore it from a backup, or move it away (e.g. `mv {paths.journal} {paths.journal}.broken`) "
             "to start this study from scratch."
         ) from err
+
+
+def _open_rdb(url: str, heartbeat_interval: int, grace_period: int, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """An RDB storage with heartbeats; retried briefly because workers starting together race to create
+    Optuna's tables, and the loser sees a duplicate-key error until the winner has committed."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                # A dead worker's trial: FAIL, then retried once with the same parameters.
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+            )
+        except ImportError as err:
+            raise StudyError(f"optuna.storage {redacted(url)} needs a database driver: {err}") from err
+        except Exception as err:  # sqlalchemy's OperationalError and friends: say which server
+            if attempt == attempts or "duplicate key" not in str(err):
+                raise StudyError(f"cannot open optuna.storage {redacted(url)}: {str(err).splitlines()[0]}") from err
+            time.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")
 
 
 def redacted(url: str) -> str:
@@ -236,12 +246,16 @@ def open_study(
     study.set_user_attr("definition", dict(definition))
     study.set_user_attr("fingerprint", fingerprint(definition))
     # Seeding with the stored trial count keeps a resumed study reproducible without replaying the
-    # first run's suggestions.
+    # first run's suggestions. Workers sharing a study would all start from the same count, so each
+    # adds its process id: parallel workers must not propose the same parameters.
+    seed = settings.sampler_seed + len(study.trials)
+    if isinstance(storage, optuna.storages.RDBStorage) and settings.config["optuna"]["workers_per_study"] > 1:
+        seed += os.getpid()
     study.sampler = optuna.samplers.TPESampler(
         n_startup_trials=int(sampler_config["n_startup_trials"]),
         multivariate=bool(sampler_config["multivariate"]),
-        constant_liar=True,
-        seed=settings.sampler_seed + len(study.trials),
+        constant_liar=True,  # a running trial counts as a bad result, so parallel workers spread out
+        seed=seed,
     )
     study.pruner = make_pruner(settings.config["optuna"]["pruner"])
     return study
@@ -576,15 +590,14 @@ def _optimize_until_complete(
     progress = ProgressLogger(n_trials)
     finished: list[FrozenTrial] = []
     consecutive_failures = 0
-    shared = isinstance(study._storage, optuna.storages.RDBStorage)
     with sigterm_as_interrupt():
         while (complete := count_complete(study)) < n_trials:
             running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
             if complete + running >= n_trials:
                 # Other workers hold the remaining slots: wait in case one of them fails or dies
                 # (a dead worker's trial turns stale after the heartbeat grace period and is retried).
-                if shared:
-                    optuna.storages.fail_stale_trials(study)
+                # (A no-op for storages without heartbeats.)
+                optuna.storages.fail_stale_trials(study)
                 time.sleep(poll_seconds)
                 continue
             # One trial per call: the count is checked before every trial, never an 11th.

@@ -1,0 +1,121 @@
+"""Several workers on one study in a real PostgreSQL server: exactly n_trials COMPLETE, a killed worker's
+trial turns stale and is retried. `.ci/start_postgres.sh` installs and starts the server in CI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from finetune_hpo.study import StudyPaths, open_storage
+from tests.helpers import prepare_task, small_config, write_config
+
+pytestmark = pytest.mark.postgres
+URL_VARIABLE = "FINETUNE_HPO_TEST_POSTGRES_URL"
+
+
+@pytest.fixture
+def database_url() -> str:
+    """A fresh database on the test server, dropped afterwards."""
+    server_url = os.environ.get(URL_VARIABLE)
+    if not server_url:
+        if os.environ.get("FINETUNE_HPO_REQUIRE_SERVICES"):
+            pytest.fail(f"{URL_VARIABLE} is not set but services are required (CI)")
+        pytest.skip(f"no PostgreSQL server ({URL_VARIABLE} unset; see .ci/start_postgres.sh)")
+    import psycopg2
+
+    name = f"hpo_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(server_url)
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    yield server_url.rsplit("/", 1)[0] + f"/{name}"
+    admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+def _states(url: str) -> list[optuna.trial.FrozenTrial]:
+    storage = optuna.storages.RDBStorage(url)
+    return optuna.load_study(study_name="sst2_full_finetune", storage=storage).trials
+
+
+def test_two_workers_one_killed_finish_exactly_n_trials(tmp_path: Path, tiny_model: Path, database_url: str) -> None:
+    config = small_config(
+        tmp_path,
+        tiny_model,
+        n_trials=4,
+        train_size=200,
+        storage="env:FINETUNE_HPO_STORAGE_URL",
+        workers_per_study=2,
+        heartbeat_interval=1,
+        heartbeat_grace_period=3,
+    )
+    # Trials of a few seconds, so the victim is surely killed mid-trial.
+    config["search_spaces"]["full_finetune"]["num_train_epochs"] = {"type": "int", "low": 8, "high": 10}
+    prepare_task(tmp_path, config, "sst2")
+    config_path = write_config(tmp_path / "config.yaml", config)
+    command = [
+        sys.executable,
+        "-m",
+        "finetune_hpo.cli",
+        "run-study",
+        "--config",
+        str(config_path),
+        "--task",
+        "sst2",
+        "--method",
+        "full_finetune",
+        "--results",
+        str(tmp_path / "results"),
+    ]
+    environment = os.environ | {"FINETUNE_HPO_STORAGE_URL": database_url}
+    # The password reaches the workers through the environment, never through the config file.
+    assert database_url.split("@")[0] not in config_path.read_text()
+
+    logs = {name: (tmp_path / f"{name}.log").open("w") for name in ("victim", "survivor")}
+    victim = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=logs["victim"])
+    survivor = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=logs["survivor"])
+    deadline = time.monotonic() + 180
+    killed_number = None
+    while killed_number is None:
+        assert time.monotonic() < deadline, "the victim never ran a trial"
+        assert victim.poll() is None, (tmp_path / "victim.log").read_text()[-2000:]
+        try:
+            trials = _states(database_url)
+        except KeyError:  # the study is not created yet
+            trials = []
+        for trial in trials:
+            if trial.state == TrialState.RUNNING and trial.user_attrs.get("worker", "").endswith(f":{victim.pid}"):
+                if any(t.state == TrialState.COMPLETE for t in trials):
+                    killed_number = trial.number
+        time.sleep(0.1)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    try:
+        survivor.wait(timeout=120)
+    finally:
+        survivor.kill()
+    assert survivor.returncode == 0, (tmp_path / "survivor.log").read_text()[-3000:]
+
+    trials = _states(database_url)
+    states = [t.state for t in trials]
+    assert states.count(TrialState.COMPLETE) == 4
+    assert TrialState.RUNNING not in states
+    assert trials[killed_number].state == TrialState.FAIL  # marked stale by the surviving worker's heartbeat check
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed_number]
+    assert len(retried) == 1 and retried[0].params == trials[killed_number].params
+    assert len({t.number for t in trials}) == len(trials)
+
+
+def test_storage_url_errors_name_the_server_without_the_password(tmp_path: Path) -> None:
+    from finetune_hpo.study import StudyError
+
+    with pytest.raises(StudyError, match=r"cannot open optuna.storage postgresql://u:\*\*\*@127.0.0.1:1/x"):
+        open_storage("postgresql://u:secret@127.0.0.1:1/x", StudyPaths(tmp_path))
