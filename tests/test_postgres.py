@@ -91,10 +91,11 @@ def test_two_workers_one_killed_finish_exactly_n_trials(tmp_path: Path, tiny_mod
             trials = _states(database_url)
         except KeyError:  # the study is not created yet
             trials = []
+        started = any(t.state == TrialState.COMPLETE for t in trials)
         for trial in trials:
-            if trial.state == TrialState.RUNNING and trial.user_attrs.get("worker", "").endswith(f":{victim.pid}"):
-                if any(t.state == TrialState.COMPLETE for t in trials):
-                    killed_number = trial.number
+            mine = trial.user_attrs.get("worker", "").endswith(f":{victim.pid}")
+            if started and mine and trial.state == TrialState.RUNNING:
+                killed_number = trial.number
         time.sleep(0.1)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
