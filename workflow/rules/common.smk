@@ -21,6 +21,17 @@ METHODS = config["methods"]
 LOGS = f"logs/phase1_optuna/{config['vm'] or 'all'}"
 
 
+# On a cluster these run on the submitting node: they are cheap, and subsampling may need the hub,
+# which compute nodes often cannot reach.
+localrules:
+    all,
+    subsample_dataset,
+    export_best_config,
+    check_phase1,
+    plot_study,
+    plot_lora_vs_full,
+
+
 wildcard_constraints:
     task="|".join(config["tasks"]),
     method="|".join(METHODS),

@@ -1,0 +1,68 @@
+"""The workflow through snakemake-executor-plugin-slurm on a real single-node SLURM cluster
+(`.ci/start_slurm.sh` starts munged, slurmctld and slurmd in CI): same exported configs as a local run."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from finetune_hpo.export import load_optimal
+from tests.conftest import REPO, demo_config
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster() -> None:
+    ready = shutil.which("sinfo") and subprocess.run(["sinfo", "-h"], capture_output=True).returncode == 0
+    if not ready:
+        if os.environ.get("FINETUNE_HPO_REQUIRE_SERVICES"):
+            pytest.fail("no SLURM cluster answers sinfo but services are required (CI): see .ci/start_slurm.sh")
+        pytest.skip("no SLURM cluster (sinfo); see .ci/start_slurm.sh")
+
+
+def _slice() -> dict:
+    config = copy.deepcopy(demo_config())
+    config["tasks"] = {"sst2": config["tasks"]["sst2"] | {"train_size": 80}}
+    config["vms"] = {}
+    config["optuna"]["n_trials"] = 2
+    config["wandb"]["mode"] = "disabled"
+    config["demo"]["pretrain_steps"] = 20
+    config["demo"]["examples_per_split"] = {"train": 150, "validation": 100}
+    for space in config["search_spaces"].values():
+        space["num_train_epochs"] = {"type": "int", "low": 1, "high": 2}
+    return config
+
+
+def _run(workdir: Path, profile: str) -> subprocess.CompletedProcess:
+    (workdir / "config").mkdir(parents=True)
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(_slice()))
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", profile, "--directory", str(workdir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    return result
+
+
+def test_slurm_executor_exports_the_same_configs_as_a_local_run(slurm_cluster, tmp_path: Path) -> None:
+    _run(tmp_path / "local", "profiles/demo")
+    result = _run(tmp_path / "slurm", "tests/slurm_profile")
+    log = result.stdout + result.stderr
+    submitted = [line for line in log.splitlines() if "SLURM jobid" in line or "slurm jobid" in line.lower()]
+    assert len(submitted) >= 3, log[-3000:]  # tokenization and both studies went through the cluster
+    for study in ("sst2_full_finetune", "sst2_lora"):
+        local = load_optimal(tmp_path / "local" / "analysis" / f"{study}_optimal.yaml")
+        slurm = load_optimal(tmp_path / "slurm" / "analysis" / f"{study}_optimal.yaml")
+        for key in ("best_hyperparameters", "best_value", "best_trial", "n_trials", "fingerprint", "dataset"):
+            assert slurm[key] == local[key], key
