@@ -295,7 +295,10 @@ def count_complete(study: optuna.Study) -> int:
 def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM (preemption, Snakemake's cancel) behaves like Ctrl-C: the running trial ends FAIL."""
 
+    from finetune_hpo.training import stop_requested
+
     def handler(signum: int, frame: Any) -> None:
+        stop_requested.set()
         raise KeyboardInterrupt(f"received signal {signum}")
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -303,6 +306,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        stop_requested.clear()
 
 
 def trials_table_rows(study: optuna.Study) -> list[dict[str, Any]]:
@@ -587,6 +591,8 @@ def _optimize_until_complete(
     poll_seconds: float = 2.0,
 ) -> None:
     """Run trials until the study holds ``n_trials`` COMPLETE ones, sharing the count with other workers."""
+    from finetune_hpo.training import stop_requested
+
     progress = ProgressLogger(n_trials)
     finished: list[FrozenTrial] = []
     consecutive_failures = 0
@@ -608,6 +614,8 @@ def _optimize_until_complete(
                 callbacks=[progress, lambda _study, trial: finished.append(trial)],
                 gc_after_trial=True,
             )
+            if stop_requested.is_set():  # the interrupt was swallowed between two trials
+                raise KeyboardInterrupt("stop requested (SIGTERM)")
             last = finished[-1]
             if last.state == TrialState.FAIL:
                 consecutive_failures += 1

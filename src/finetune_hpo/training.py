@@ -13,6 +13,7 @@ import logging
 import math
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,12 @@ LORA_TARGETS_BY_FAMILY: tuple[tuple[str, ...], ...] = (
     ("q", "v"),  # T5
     ("c_attn",),  # GPT-2
 )
+
+
+# Set by the study's SIGTERM handler. The handler also raises KeyboardInterrupt at once, but Python
+# swallows an exception raised while it runs a weakref or __del__ callback; checking this at every
+# training step makes sure the interrupt still ends the trial.
+stop_requested = threading.Event()
 
 
 class NaNLossError(RuntimeError):
@@ -192,6 +199,10 @@ class _EpochCallback:
         outer = self
 
         class Callback(TrainerCallback):
+            def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                if stop_requested.is_set():
+                    raise KeyboardInterrupt("stop requested (SIGTERM)")
+
             def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
                 loss = (logs or {}).get("loss")
                 if loss is not None and not math.isfinite(loss):
