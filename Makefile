@@ -22,6 +22,7 @@ env: $(STAMP)
 
 demo: env
 	$(BIN)/snakemake --profile profiles/demo
+	$(BIN)/snakemake --profile profiles/demo --report report.html  # -> demo/report.html
 	@echo
 	@cd demo && ../$(BIN)/finetune-hpo check
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +68,21 @@ def prepare_task(workdir: Path, config: dict, task_name: str) -> dict[str, Any]:
 def write_config(path: Path, config: dict) -> Path:
     path.write_text(yaml.safe_dump(json.loads(json.dumps(config))))
     return path
+
+
+def run_study_command(config_path: Path, results: Path, task: str = "sst2", method: str = "full_finetune") -> list[str]:
+    """The CLI command that runs (or resumes) one study in its own process, as a worker would."""
+    return [
+        sys.executable,
+        "-m",
+        "finetune_hpo.cli",
+        "run-study",
+        "--config",
+        str(config_path),
+        "--task",
+        task,
+        "--method",
+        method,
+        "--results",
+        str(results),
+    ]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from finetune_hpo.study import StudyPaths, open_storage
-from tests.helpers import prepare_task, small_config, write_config
+from tests.helpers import prepare_task, run_study_command, small_config, write_config
 
 pytestmark = pytest.mark.postgres
 URL_VARIABLE = "FINETUNE_HPO_TEST_POSTGRES_URL"
@@ -61,20 +60,7 @@ def test_two_workers_one_killed_finish_exactly_n_trials(tmp_path: Path, tiny_mod
     config["search_spaces"]["full_finetune"]["num_train_epochs"] = {"type": "int", "low": 8, "high": 10}
     prepare_task(tmp_path, config, "sst2")
     config_path = write_config(tmp_path / "config.yaml", config)
-    command = [
-        sys.executable,
-        "-m",
-        "finetune_hpo.cli",
-        "run-study",
-        "--config",
-        str(config_path),
-        "--task",
-        "sst2",
-        "--method",
-        "full_finetune",
-        "--results",
-        str(tmp_path / "results"),
-    ]
+    command = run_study_command(config_path, tmp_path / "results")
     environment = os.environ | {"FINETUNE_HPO_STORAGE_URL": database_url}
     # The password reaches the workers through the environment, never through the config file.
     assert database_url.split("@")[0] not in config_path.read_text()

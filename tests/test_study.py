@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from optuna.trial import TrialState
 
 from finetune_hpo.config import check_config, study_settings
 from finetune_hpo.study import JOURNAL_NAME, StudyError, StudyPaths, open_storage, run_study
-from tests.helpers import prepare_task, small_config, write_config
+from tests.helpers import prepare_task, run_study_command, small_config, write_config
 
 
 def _run(workdir: Path, config: dict, summary: dict, method: str = "full_finetune", **kwargs) -> optuna.Study:
@@ -111,20 +110,7 @@ def _cli_study(tmp_path: Path, tiny_model: Path, n_trials: int) -> tuple[list[st
     config["search_spaces"]["full_finetune"]["num_train_epochs"] = {"type": "int", "low": 3, "high": 4}
     prepare_task(tmp_path, config, "sst2")
     config_path = write_config(tmp_path / "config.yaml", config)
-    command = [
-        sys.executable,
-        "-m",
-        "finetune_hpo.cli",
-        "run-study",
-        "--config",
-        str(config_path),
-        "--task",
-        "sst2",
-        "--method",
-        "full_finetune",
-        "--results",
-        str(tmp_path / "results"),
-    ]
+    command = run_study_command(config_path, tmp_path / "results")
     return command, tmp_path / "results/studies/sst2_full_finetune"
 
 

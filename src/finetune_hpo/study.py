@@ -591,6 +591,8 @@ def _optimize_until_complete(
     poll_seconds: float = 2.0,
 ) -> None:
     """Run trials until the study holds ``n_trials`` COMPLETE ones, sharing the count with other workers."""
+    import torch
+
     from finetune_hpo.training import stop_requested
 
     progress = ProgressLogger(n_trials)
@@ -612,7 +614,8 @@ def _optimize_until_complete(
                 n_trials=1,
                 catch=(Exception,),
                 callbacks=[progress, lambda _study, trial: finished.append(trial)],
-                gc_after_trial=True,
+                # A full collection costs ~0.1 s: worth it to hand a trial's GPU memory back, not on a CPU.
+                gc_after_trial=torch.cuda.is_available(),
             )
             if stop_requested.is_set():  # the interrupt was swallowed between two trials
                 raise KeyboardInterrupt("stop requested (SIGTERM)")

@@ -407,7 +407,6 @@ def _train_once(
     if metric not in final or not math.isfinite(final[metric]):
         raise NaNLossError(f"evaluation returned {metric}={final.get(metric)}")
     del trainer, model
-    gc.collect()
     return TrialOutcome(
         value=final[metric],
         metrics=final,
