@@ -385,6 +385,10 @@ def write_report(results: dict[str, Any], path: Path, command: str) -> None:
             f"| Trainer.hyperparameter_search | {peer['peer_s']:.1f} | {peer['peer_best']:.2f} |",
             f"| ratio (ours / peer) | {peer['ratio']:.3f} | |",
             "",
+            "One study each, so the best values are one draw: the peer passes no seed to Optuna and its 10 trials "
+            "are TPE's random start-up; section 4 compares search quality over seeds. Wall time depends on the "
+            "epochs each sampler drew.",
+            "",
         ]
     if quality:
         lines += [
