@@ -85,6 +85,15 @@ def test_two_workers_one_killed_finish_exactly_n_trials(tmp_path: Path, tiny_mod
         time.sleep(0.1)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
+    # The trial seen running may have finished in the instant before the kill landed: the trial the
+    # kill cut off is the victim's one that is not COMPLETE now.
+    cut_off = [
+        t.number
+        for t in _states(database_url)
+        if t.user_attrs.get("worker", "").endswith(f":{victim.pid}") and t.state != TrialState.COMPLETE
+    ]
+    assert len(cut_off) == 1, "the kill landed between two trials; nothing to resume"
+    killed_number = cut_off[0]
     try:
         survivor.wait(timeout=120)
     finally:
