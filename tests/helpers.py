@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import sys
 from pathlib import Path
@@ -86,3 +87,12 @@ def run_study_command(config_path: Path, results: Path, task: str = "sst2", meth
         "--results",
         str(results),
     ]
+
+
+def just_started(trial, within_seconds: float = 0.25) -> bool:
+    """A trial that started running a moment ago: a kill now lands mid-trial, not as it finishes."""
+    from optuna.trial import TrialState
+
+    if trial.state != TrialState.RUNNING or trial.datetime_start is None:
+        return False
+    return (datetime.datetime.now() - trial.datetime_start).total_seconds() < within_seconds

@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from finetune_hpo.study import StudyPaths, open_storage
-from tests.helpers import prepare_task, run_study_command, small_config, write_config
+from tests.helpers import just_started, prepare_task, run_study_command, small_config, write_config
 
 pytestmark = pytest.mark.postgres
 URL_VARIABLE = "FINETUNE_HPO_TEST_POSTGRES_URL"
@@ -49,7 +49,7 @@ def test_two_workers_one_killed_finish_exactly_n_trials(tmp_path: Path, tiny_mod
     config = small_config(
         tmp_path,
         tiny_model,
-        n_trials=4,
+        n_trials=6,
         train_size=200,
         storage="env:FINETUNE_HPO_STORAGE_URL",
         workers_per_study=2,
@@ -77,12 +77,10 @@ def test_two_workers_one_killed_finish_exactly_n_trials(tmp_path: Path, tiny_mod
             trials = _states(database_url)
         except KeyError:  # the study is not created yet
             trials = []
-        started = any(t.state == TrialState.COMPLETE for t in trials)
         for trial in trials:
-            mine = trial.user_attrs.get("worker", "").endswith(f":{victim.pid}")
-            if started and mine and trial.state == TrialState.RUNNING:
+            if trial.user_attrs.get("worker", "").endswith(f":{victim.pid}") and just_started(trial, 0.5):
                 killed_number = trial.number
-        time.sleep(0.1)
+        time.sleep(0.02)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     # The trial seen running may have finished in the instant before the kill landed: the trial the
@@ -102,7 +100,7 @@ def test_two_workers_one_killed_finish_exactly_n_trials(tmp_path: Path, tiny_mod
 
     trials = _states(database_url)
     states = [t.state for t in trials]
-    assert states.count(TrialState.COMPLETE) == 4
+    assert states.count(TrialState.COMPLETE) == 6
     assert TrialState.RUNNING not in states
     assert trials[killed_number].state == TrialState.FAIL  # marked stale by the surviving worker's heartbeat check
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed_number]

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from finetune_hpo.config import check_config, study_settings
 from finetune_hpo.study import JOURNAL_NAME, StudyError, StudyPaths, open_storage, run_study
-from tests.helpers import prepare_task, run_study_command, small_config, write_config
+from tests.helpers import just_started, prepare_task, run_study_command, small_config, write_config
 
 
 def _run(workdir: Path, config: dict, summary: dict, method: str = "full_finetune", **kwargs) -> optuna.Study:
@@ -119,10 +119,11 @@ def _wait_for_running_trial(study_dir: Path, process: subprocess.Popen, min_comp
     while time.monotonic() < deadline:
         assert process.poll() is None, "the study finished before it could be interrupted"
         if (study_dir / JOURNAL_NAME).exists():
-            states = [t.state for t in _load(study_dir, read_only=True).trials]
-            if states.count(TrialState.COMPLETE) >= min_complete and states[-1:] == [TrialState.RUNNING]:
+            trials = _load(study_dir, read_only=True).trials
+            complete = sum(t.state == TrialState.COMPLETE for t in trials)
+            if complete >= min_complete and trials and just_started(trials[-1]):
                 return
-        time.sleep(0.05)
+        time.sleep(0.02)
     raise AssertionError("no running trial to interrupt")
 
 

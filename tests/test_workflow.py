@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from finetune_hpo.export import load_optimal
 from tests.conftest import REPO, demo_config
+from tests.helpers import just_started
 
 pytestmark = pytest.mark.slow
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -94,11 +95,15 @@ def test_deleted_optimal_yaml_is_reexported_identically_without_rerunning_the_st
     assert journal.read_bytes() == journal_before
 
 
-def _study_states(journal: Path) -> list[TrialState]:
+def _study_trials(journal: Path) -> list[optuna.trial.FrozenTrial]:
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     storage = JournalStorage(JournalFileBackend(str(journal)))
-    return [t.state for t in optuna.load_study(study_name="sst2_full_finetune", storage=storage).trials]
+    return optuna.load_study(study_name="sst2_full_finetune", storage=storage).trials
+
+
+def _study_states(journal: Path) -> list[TrialState]:
+    return [t.state for t in _study_trials(journal)]
 
 
 def test_killed_snakemake_run_resumes_to_exactly_n_trials(demo_run: Path) -> None:
@@ -116,10 +121,10 @@ def test_killed_snakemake_run_resumes_to_exactly_n_trials(demo_run: Path) -> Non
     journal = study_dir / "optuna.journal"
     while True:
         assert time.monotonic() < deadline and process.poll() is None, "no running trial to interrupt"
-        states = _study_states(journal) if journal.exists() else []
-        if TrialState.COMPLETE in states and states[-1] == TrialState.RUNNING:
+        trials = _study_trials(journal) if journal.exists() else []
+        if any(t.state == TrialState.COMPLETE for t in trials) and just_started(trials[-1]):
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     os.killpg(process.pid, signal.SIGKILL)  # the whole run: Snakemake and its jobs
     process.wait()
     complete_before = _study_states(journal).count(TrialState.COMPLETE)
