@@ -118,9 +118,13 @@ def open_storage(
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     paths.root.mkdir(parents=True, exist_ok=True)
-    repair_journal_tail(paths.journal)
+    # An absolute path: Optuna's lock is a symlink to the journal, and a relative target would resolve
+    # from the lock's own folder, so a lock left by a killed writer could never be broken (Optuna then
+    # spins on it forever instead of releasing it after its grace period).
+    journal = paths.journal.resolve()
+    repair_journal_tail(journal)
     try:
-        return JournalStorage(JournalFileBackend(str(paths.journal)))
+        return JournalStorage(JournalFileBackend(str(journal)))
     except (ValueError, json.JSONDecodeError, KeyError) as err:
         raise StudyError(
             f"Optuna journal {paths.journal} is corrupted ({err}). Its finished trials cannot be read. "
