@@ -2,19 +2,43 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import math
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
+import yaml
 from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.trial import TrialState
 
-from finetune_hpo.config import check_config, study_settings
-from finetune_hpo.export import export_best_config
-from finetune_hpo.report import majority_baseline, render_csv, render_markdown, review_study
+from finetune_hpo.config import OPTIMAL_SCHEMA, check_config, study_settings
+from finetune_hpo.export import export_best_config, render_yaml
+from finetune_hpo.report import (
+    TABLE_COLUMNS,
+    StudyReview,
+    majority_baseline,
+    render_csv,
+    render_markdown,
+    render_terminal,
+    review_study,
+    table_rows,
+)
 from tests.conftest import real_config
 
 SUMMARY = {"splits": {split: {"size": 10, "sha256": "c" * 64} for split in ("train", "validation")}}
 VALUES = [60.0, 72.0, 65.0, 58.0, 70.0, 80.0, 79.0, 61.0, 75.0, 77.0]
+# Keys the exporter gained with the selection/confirmation split; files written before it lack them.
+SPLIT_KEYS = {
+    "selection_value": {"type": "number"},
+    "selection_size": {"type": "integer"},
+    "selection_standard_error": {"type": ["number", "null"]},
+    "confirmation_value": {"type": ["number", "null"]},
+    "confirmation_size": {"type": "integer"},
+    "confirmation_standard_error": {"type": ["number", "null"]},
+}
 
 
 def _study() -> optuna.Study:
@@ -36,13 +60,41 @@ def _study() -> optuna.Study:
     return study
 
 
+def _rewrite_optimal(path: Path, **split_keys: Any) -> None:
+    """Rewrite an exported YAML as an older file (no split keys), then with ``split_keys`` added."""
+    document = yaml.safe_load(path.read_text())
+    for key in SPLIT_KEYS:
+        document.pop(key, None)
+    path.write_text(render_yaml({**document, **split_keys}))
+
+
 @pytest.fixture
 def exported(tmp_path: Path) -> tuple[optuna.Study, Path]:
     study = _study()
     settings = study_settings(check_config(real_config()), "rte", "full_finetune")
     path = tmp_path / "rte_full_finetune_optimal.yaml"
     export_best_config(study, settings, SUMMARY, path, "journal")
+    _rewrite_optimal(path)  # the numbers below assume the selection set is the whole validation set (n=10)
     return study, path
+
+
+@pytest.fixture
+def schema_with_split_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The optimal schema admitting the split keys, which the exporter's schema change may not have added yet."""
+    schema = yaml.safe_load(OPTIMAL_SCHEMA.read_text())
+    for key, spec in SPLIT_KEYS.items():
+        schema["properties"].setdefault(key, {**spec, "description": key, "default": None})
+    patched = tmp_path / "optimal.schema.yaml"
+    patched.write_text(yaml.safe_dump(schema))
+    monkeypatch.setattr("finetune_hpo.export.OPTIMAL_SCHEMA", patched)
+
+
+def _csv_row(review: StudyReview) -> dict[str, str]:
+    return next(csv.DictReader(io.StringIO(render_csv([review]))))
+
+
+def _cell(review: StudyReview, column: str) -> str:
+    return dict(zip(TABLE_COLUMNS, table_rows([review])[0], strict=True))[column]
 
 
 def test_review_numbers_match_the_study(exported) -> None:
@@ -52,8 +104,9 @@ def test_review_numbers_match_the_study(exported) -> None:
     )
     assert review.best_value == 80.0 and review.worst_value == 58.0
     assert review.gap == pytest.approx(22.0)
-    assert review.best_random == 72.0  # trials 0-3
+    assert review.best_random == 72.0  # trials 0-3, counted: these trials carry no startup_trial attribute
     assert review.best_guided == 80.0  # trials 4-9
+    assert "10 of 10 COMPLETE trials predate the startup_trial attribute" in review.startup_note
     assert review.baseline == pytest.approx(60.0)  # always "entailment"
     assert review.criteria == {
         "optimal_yaml": "PASS",
@@ -64,8 +117,15 @@ def test_review_numbers_match_the_study(exported) -> None:
     assert next(iter(review.importances)) == "learning_rate"
     assert review.mean_train_seconds == 2.0
     table = render_markdown([review])
-    assert "| rte_full_finetune | accuracy | 80.00 | 58.00 | 22.00 | 60.00 | 72.00 | 80.00 | learning_rate" in table
+    assert (
+        "| rte_full_finetune | accuracy | 80.00 ± 12.65 (n=10) | - | 58.00 | 22.00 | 12.65 | 60.00 | 72.00 | 80.00 "
+        "| learning_rate" in table
+    )
+    assert "| PASS, noise=35.78 | PASS, P(random)=0.60 | PASS |" in table
+    assert "the selection value is the maximum over trials on the set that chose it" in table.lower()
+    assert "rte_full_finetune: 10 of 10 COMPLETE trials predate" in table
     assert "rte_full_finetune,OK" in render_csv([review])
+    assert "PASS, P(random)=0.60" in render_terminal([review])
 
 
 def test_missing_and_corrupted_yaml_fail_the_check(tmp_path: Path, exported) -> None:
@@ -77,6 +137,8 @@ def test_missing_and_corrupted_yaml_fail_the_check(tmp_path: Path, exported) -> 
     assert corrupted.status == "INVALID" and corrupted.failed
     assert "best_value" in corrupted.problem
     assert "0/1 optimal configs: 1 missing or invalid" in render_markdown([missing])
+    assert _cell(missing, "top hyperparameters (importance)") == missing.problem
+    assert _cell(missing, "gap > 5") == "FAIL"
 
 
 def test_wrong_trial_count_fails_the_check(exported) -> None:
@@ -106,3 +168,94 @@ def test_baselines() -> None:
     assert majority_baseline("accuracy", {"0": 70, "1": 30}) == pytest.approx(70.0)
     assert majority_baseline("f1", {"0": 50, "1": 50}) == pytest.approx(200 / 3)
     assert majority_baseline("f1", {"True": 75, "False": 25}) == pytest.approx(25.0)
+
+
+def _study_with_failed_startup_trial(*, record_startup: bool) -> optuna.Study:
+    """Trial 1 FAILs, so TPE (counting COMPLETE/PRUNED trials) drew trials 0-4 at random, not 0-3."""
+    study = optuna.create_study(study_name="mrpc_lora", direction="maximize")
+    outcomes = [(60.0, True), (None, True), (65.0, True), (62.0, True), (85.0, True)]
+    outcomes += [(70.0, False), (75.0, False), (72.0, False)]
+    for number, (value, startup) in enumerate(outcomes):
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.COMPLETE if value is not None else TrialState.FAIL,
+                value=value,
+                params={"x": float(number)},
+                distributions={"x": FloatDistribution(0, 10)},
+                user_attrs={"startup_trial": startup} if record_startup else {},
+            )
+        )
+    return study
+
+
+def _review_mrpc(tmp_path: Path, study: optuna.Study) -> StudyReview:
+    config = check_config(real_config())
+    config["optuna"]["n_trials"] = 7
+    path = tmp_path / "mrpc_lora_optimal.yaml"
+    export_best_config(study, study_settings(config, "mrpc", "lora"), SUMMARY, path, "journal")
+    return review_study("mrpc_lora", path, study, expected_trials=7, n_startup_trials=4)
+
+
+def test_startup_labels_follow_the_recorded_attribute_not_the_count(tmp_path: Path) -> None:
+    review = _review_mrpc(tmp_path, _study_with_failed_startup_trial(record_startup=True))
+    assert review.best_random == 85.0  # trial 4 was random: the FAIL trial 1 did not count towards start-up
+    assert review.best_guided == 75.0
+    assert review.criteria["tpe_beats_random"] == "WARN"
+    assert review.startup_note == ""
+    assert "Start-up labels" not in render_markdown([review])
+
+
+def test_studies_without_the_attribute_fall_back_to_counting_and_say_so(tmp_path: Path) -> None:
+    review = _review_mrpc(tmp_path, _study_with_failed_startup_trial(record_startup=False))
+    assert review.best_random == 65.0  # the count takes trial 4 for a guided one
+    assert review.best_guided == 85.0
+    assert review.criteria["tpe_beats_random"] == "PASS"
+    assert review.startup_note.startswith("7 of 7 COMPLETE trials predate the startup_trial attribute")
+    assert "mrpc_lora: 7 of 7 COMPLETE trials" in render_markdown([review])
+
+
+def test_chance_that_tpe_wins_at_random_is_guided_over_all(tmp_path: Path) -> None:
+    review = _review_mrpc(tmp_path, _study_with_failed_startup_trial(record_startup=True))
+    assert review.p_tpe_beats_random_by_chance == pytest.approx(3 / 7)  # k=3 guided, m=4 random COMPLETE trials
+    assert _cell(review, "TPE > random") == "WARN, P(random)=0.43"
+    assert float(_csv_row(review)["p_tpe_beats_random_by_chance"]) == pytest.approx(3 / 7)
+
+
+def test_standard_error_is_binomial_at_the_selection_size(exported, schema_with_split_keys) -> None:
+    study, path = exported
+    older = review_study("rte_full_finetune", path, study, expected_trials=10, n_startup_trials=4)
+    assert older.selection_size == 10  # dataset.validation_size
+    assert older.selection_standard_error == pytest.approx(100 * math.sqrt(0.8 * 0.2 / 10))
+    _rewrite_optimal(path, selection_value=80.0, selection_size=50, selection_standard_error=None)
+    review = review_study("rte_full_finetune", path, study, expected_trials=10, n_startup_trials=4)
+    standard_error = 100 * math.sqrt(0.8 * 0.2 / 50)
+    assert review.selection_size == 50  # selection_size wins over dataset.validation_size
+    assert review.selection_standard_error == pytest.approx(standard_error)
+    assert review.gap_noise == pytest.approx(2 * math.sqrt(2) * standard_error)
+    assert _cell(review, "SE") == f"{standard_error:.2f}"
+    assert float(_csv_row(review)["selection_standard_error"]) == pytest.approx(standard_error)
+    assert _cell(review, "gap > 5") == f"PASS, noise={2 * math.sqrt(2) * standard_error:.2f}"
+
+
+def test_confirmation_renders_dash_for_older_yaml_and_value_when_exported(exported, schema_with_split_keys) -> None:
+    study, path = exported
+    older = review_study("rte_full_finetune", path, study, expected_trials=10, n_startup_trials=4)
+    assert older.confirmation_value is None
+    assert _cell(older, "confirmation ± SE (n)") == "-"
+    assert _csv_row(older)["confirmation_value"] == ""
+    _rewrite_optimal(
+        path,
+        selection_value=80.0,
+        selection_size=50,
+        selection_standard_error=5.66,
+        confirmation_value=76.0,
+        confirmation_size=50,
+        confirmation_standard_error=6.04,
+    )
+    review = review_study("rte_full_finetune", path, study, expected_trials=10, n_startup_trials=4)
+    assert _cell(review, "selection ± SE (n)") == "80.00 ± 5.66 (n=50)"
+    assert _cell(review, "confirmation ± SE (n)") == "76.00 ± 6.04 (n=50)"
+    assert float(_csv_row(review)["confirmation_value"]) == pytest.approx(76.0)
+    _rewrite_optimal(path, selection_size=50, confirmation_value=None, confirmation_size=0)
+    no_confirmation = review_study("rte_full_finetune", path, study, expected_trials=10, n_startup_trials=4)
+    assert _cell(no_confirmation, "confirmation ± SE (n)") == "-"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from finetune_hpo.config import ConfigError, load_config, planned_tasks, study_settings
 from finetune_hpo.data import DataError
+from finetune_hpo.gpus import claim_gpu
 from finetune_hpo.workflow import configure_logging
 
 logger = logging.getLogger("finetune_hpo")
@@ -49,6 +50,7 @@ def cmd_validate(args: argparse.Namespace) -> None:
 def cmd_run_study(args: argparse.Namespace) -> None:
     from finetune_hpo.study import run_study
 
+    claim_gpu()  # before anything imports torch: it pins this study to one free GPU of the host
     config = load_config(args.config, _parse_overrides(args.set))
     settings = study_settings(config, args.task, args.method)
     results = Path(args.results)

@@ -169,16 +169,16 @@ def postprocess_predictions(
         null_score = float("inf")
         best_score, best_text = float("-inf"), ""
         for window in windows_of.get(example[id_column], []):
-            starts, ends = start_logits[window], end_logits[window]
             offsets = features[window]["offset_mapping"]
+            # Only the window's own tokens: positions past it are batch padding, whose logits depend on
+            # how the window was batched and could crowd every real span out of the n-best candidates.
+            starts, ends = start_logits[window][: len(offsets)], end_logits[window][: len(offsets)]
             # The lowest null score over windows, as in the official SQuAD v2 postprocessing of run_qa.
             null_score = min(null_score, float(starts[0] + ends[0]))
             start_candidates = np.argsort(starts)[-1 : -n_best - 1 : -1]
             end_candidates = np.argsort(ends)[-1 : -n_best - 1 : -1]
             for start in start_candidates:
                 for end in end_candidates:
-                    if start >= len(offsets) or end >= len(offsets):
-                        continue
                     if offsets[start] is None or offsets[end] is None:
                         continue
                     if end < start or end - start + 1 > max_answer_length:

@@ -3,7 +3,8 @@ winner, did TPE beat its random start-up trials, and which hyperparameters matte
 
 Criteria (from the protocol): every expected ``analysis/<task>_<method>_optimal.yaml`` exists and is valid
 (FAIL otherwise); best vs worst COMPLETE trial differ by more than 5 points; the best model-guided trial
-beats the best random start-up trial; importances could be computed. The last three are PASS/WARN.
+beats the best random start-up trial; importances could be computed. The last three are PASS/WARN, each shown
+with its noise: the binomial standard error behind the gap, and the chance TPE would "win" as pure random search.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from finetune_hpo.export import ExportError, load_optimal
 from finetune_hpo.io import write_text_atomic
@@ -43,8 +44,17 @@ class StudyReview:
         best_value: Best objective.
         worst_value: Worst COMPLETE objective.
         gap: ``best_value - worst_value`` in points.
+        selection_value: The best trial's value on the selection set (``best_value``): optimistic, a maximum.
+        selection_size: Examples in the selection set.
+        selection_standard_error: Standard error of ``selection_value`` in points (binomial unless exported).
+        gap_noise: ``2*sqrt(2)*selection_standard_error``, a rough 2-sigma of a difference of two scores.
+        confirmation_value: The best model re-scored on held-out rows not used for selection (unbiased).
+        confirmation_size: Examples in the confirmation set.
+        confirmation_standard_error: Standard error of ``confirmation_value`` in points.
         best_random: Best of the sampler's random start-up trials.
         best_guided: Best of the trials TPE chose.
+        p_tpe_beats_random_by_chance: Chance that best guided > best random if TPE were random search.
+        startup_note: Set when start-up trials were labelled by counting, not by their ``startup_trial`` attribute.
         baseline: Score of a trivial predictor on the validation set (majority class / always no answer).
         importances: Hyperparameter -> importance (fANOVA), empty when too few trials.
         importance_note: Why importances are missing.
@@ -61,8 +71,17 @@ class StudyReview:
     best_value: float | None = None
     worst_value: float | None = None
     gap: float | None = None
+    selection_value: float | None = None
+    selection_size: int | None = None
+    selection_standard_error: float | None = None
+    gap_noise: float | None = None
+    confirmation_value: float | None = None
+    confirmation_size: int | None = None
+    confirmation_standard_error: float | None = None
     best_random: float | None = None
     best_guided: float | None = None
+    p_tpe_beats_random_by_chance: float | None = None
+    startup_note: str = ""
     baseline: float | None = None
     importances: dict[str, float] = field(default_factory=dict)
     importance_note: str = ""
@@ -91,6 +110,53 @@ def majority_baseline(metric: str, validation_strata: Mapping[str, int]) -> floa
         share = validation_strata.get("1", 0) / total
         return 100.0 * 2 * share / (1 + share) if share else 0.0
     return None
+
+
+def binomial_standard_error(value: float | None, size: int | None) -> float | None:
+    """Standard error in points of a percent score measured on ``size`` examples: ``100*sqrt(p(1-p)/n)``."""
+    if value is None or not size:
+        return None
+    share = min(max(value / 100.0, 0.0), 1.0)
+    return 100.0 * math.sqrt(share * (1.0 - share) / size)
+
+
+def chance_best_guided_wins(n_guided: int, n_random: int) -> float | None:
+    """P(best of ``n_guided`` beats best of ``n_random``) when all are exchangeable continuous draws: k/(k+m).
+
+    The overall maximum is equally likely to be any of the k+m trials; this is what "TPE beats its random
+    start" means for a sampler that learned nothing.
+    """
+    if n_guided == 0 or n_random == 0:
+        return None
+    return n_guided / (n_guided + n_random)
+
+
+def split_startup_trials(
+    trials: Sequence[FrozenTrial], n_startup_trials: int
+) -> tuple[list[FrozenTrial], list[FrozenTrial], int]:
+    """Split ``trials`` into TPE's random start-up trials and the trials it chose.
+
+    The ``startup_trial`` user attribute, recorded at suggestion time, decides. Trials stored before it existed
+    fall back to counting (trial number < ``n_startup_trials``), which is off when a FAIL trial sits among
+    them: TPE counts only COMPLETE/PRUNED trials, so its start-up runs past that number.
+
+    Returns:
+        The start-up trials, the guided trials, and how many trials were labelled by counting.
+    """
+    startup, guided, n_counted = [], [], 0
+    for trial in trials:
+        recorded = trial.user_attrs.get("startup_trial")
+        if recorded is None:
+            n_counted += 1
+            is_startup = trial.number < n_startup_trials
+        else:
+            is_startup = bool(recorded)
+        (startup if is_startup else guided).append(trial)
+    return startup, guided, n_counted
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def review_study(
@@ -126,6 +192,23 @@ def review_study(
         review.criteria["optimal_yaml"] = "FAIL"
         return review
     review.criteria["optimal_yaml"] = "PASS"
+    # Files exported before the selection/confirmation split lack these keys: the selection set was the
+    # whole validation subsample then, and there is no confirmation value.
+    review.selection_value = float(document.get("selection_value", document["best_value"]))
+    review.selection_size = document.get("selection_size", document["dataset"]["validation_size"])
+    review.selection_standard_error = _optional_float(document.get("selection_standard_error"))
+    if review.selection_standard_error is None:
+        review.selection_standard_error = binomial_standard_error(review.selection_value, review.selection_size)
+    if review.selection_standard_error is not None:
+        review.gap_noise = 2 * math.sqrt(2) * review.selection_standard_error
+    review.confirmation_value = _optional_float(document.get("confirmation_value"))
+    if review.confirmation_value is not None:
+        review.confirmation_size = document.get("confirmation_size")
+        review.confirmation_standard_error = _optional_float(document.get("confirmation_standard_error"))
+        if review.confirmation_standard_error is None:
+            review.confirmation_standard_error = binomial_standard_error(
+                review.confirmation_value, review.confirmation_size
+            )
     if validation_strata:
         review.baseline = majority_baseline(review.metric, validation_strata)
     if study is None:
@@ -135,11 +218,15 @@ def review_study(
     review.worst_value = min(values)
     review.gap = max(values) - min(values)
     review.criteria["gap_gt_5"] = "PASS" if review.gap > MIN_GAP_POINTS else "WARN"
-    # The first n_startup_trials trials (by number, any state) are TPE's random start-up trials.
-    startup = [float(t.value) for t in complete if t.number < n_startup_trials]
-    guided = [float(t.value) for t in complete if t.number >= n_startup_trials]
-    review.best_random = max(startup) if startup else None
-    review.best_guided = max(guided) if guided else None
+    startup, guided, n_counted = split_startup_trials(complete, n_startup_trials)
+    if n_counted:
+        review.startup_note = (
+            f"{n_counted} of {len(complete)} COMPLETE trials predate the startup_trial attribute: labelled "
+            f"start-up by trial number < {n_startup_trials}, which a FAIL trial among them would shift"
+        )
+    review.best_random = max(float(t.value) for t in startup) if startup else None
+    review.best_guided = max(float(t.value) for t in guided) if guided else None
+    review.p_tpe_beats_random_by_chance = chance_best_guided_wins(len(guided), len(startup))
     if review.best_random is not None and review.best_guided is not None:
         review.criteria["tpe_beats_random"] = "PASS" if review.best_guided > review.best_random else "WARN"
     else:
@@ -172,6 +259,22 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+def _fmt_estimate(value: float | None, standard_error: float | None, size: int | None) -> str:
+    """``80.00 ± 5.66 (n=50)``, dropping what is unknown; ``-`` without a value."""
+    if value is None:
+        return "-"
+    text = f"{value:.2f}"
+    if standard_error is not None:
+        text += f" ± {standard_error:.2f}"
+    if size:
+        text += f" (n={size})"
+    return text
+
+
+def _with(verdict: str, label: str, value: float | None) -> str:
+    return verdict if value is None or verdict == "-" else f"{verdict}, {label}={value:.2f}"
+
+
 def _top(importances: Mapping[str, float], note: str, k: int = 3) -> str:
     if not importances:
         return note or "-"
@@ -181,9 +284,11 @@ def _top(importances: Mapping[str, float], note: str, k: int = 3) -> str:
 TABLE_COLUMNS = (
     "study",
     "metric",
-    "best",
+    "selection ± SE (n)",
+    "confirmation ± SE (n)",
     "worst",
     "gap",
+    "SE",
     "baseline",
     "best random",
     "best TPE",
@@ -195,27 +300,39 @@ TABLE_COLUMNS = (
 
 
 def table_rows(reviews: Sequence[StudyReview]) -> list[list[str]]:
+    """One row of cells per review, in ``TABLE_COLUMNS`` order."""
     rows = []
     for review in reviews:
         if review.status != "OK":
-            rows.append([review.study_name, review.status, *["-"] * 7, review.problem, "FAIL", "FAIL"][:12])
+            cells = dict.fromkeys(TABLE_COLUMNS, "-")
+            cells.update({"study": review.study_name, "metric": review.status})
+            cells["top hyperparameters (importance)"] = review.problem
+            cells.update({"gap > 5": "FAIL", "TPE > random": "FAIL", "importances": "FAIL"})
+            rows.append([cells[column] for column in TABLE_COLUMNS])
             continue
-        rows.append(
-            [
-                review.study_name,
-                review.metric,
-                _fmt(review.best_value),
-                _fmt(review.worst_value),
-                _fmt(review.gap),
-                _fmt(review.baseline),
-                _fmt(review.best_random),
-                _fmt(review.best_guided),
-                _top(review.importances, review.importance_note),
-                review.criteria.get("gap_gt_5", "-"),
-                review.criteria.get("tpe_beats_random", "-"),
-                review.criteria.get("importances", "-"),
-            ]
-        )
+        cells = {
+            "study": review.study_name,
+            "metric": review.metric,
+            "selection ± SE (n)": _fmt_estimate(
+                review.selection_value, review.selection_standard_error, review.selection_size
+            ),
+            "confirmation ± SE (n)": _fmt_estimate(
+                review.confirmation_value, review.confirmation_standard_error, review.confirmation_size
+            ),
+            "worst": _fmt(review.worst_value),
+            "gap": _fmt(review.gap),
+            "SE": _fmt(review.selection_standard_error),
+            "baseline": _fmt(review.baseline),
+            "best random": _fmt(review.best_random),
+            "best TPE": _fmt(review.best_guided),
+            "top hyperparameters (importance)": _top(review.importances, review.importance_note),
+            "gap > 5": _with(review.criteria.get("gap_gt_5", "-"), "noise", review.gap_noise),
+            "TPE > random": _with(
+                review.criteria.get("tpe_beats_random", "-"), "P(random)", review.p_tpe_beats_random_by_chance
+            ),
+            "importances": review.criteria.get("importances", "-"),
+        }
+        rows.append([cells[column] for column in TABLE_COLUMNS])
     return rows
 
 
@@ -224,11 +341,20 @@ def render_markdown(reviews: Sequence[StudyReview]) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(reviews)]
     n_ok = sum(1 for review in reviews if review.status == "OK")
     verdict = "all present and valid" if n_ok == len(reviews) else f"{len(reviews) - n_ok} missing or invalid"
+    notes = [f"- {review.study_name}: {review.startup_note}." for review in reviews if review.startup_note]
     return (
         "# Phase 1 review\n\n"
         f"{n_ok}/{len(reviews)} optimal configs: {verdict}. Values in percent; baseline = the best constant "
         "prediction on the validation set; best random / best TPE = best of the sampler's random start-up "
-        "trials / of the trials TPE chose.\n\n" + "\n".join(lines) + "\n"
+        "trials / of the trials TPE chose. SE = standard error of the selection value: as exported, else "
+        "binomial at the selection set's size n, 100·sqrt(p(1-p)/n); noise = 2·sqrt(2)·SE, a rough 2-sigma of "
+        "the difference of two scores, to hold the gap against. P(random) = the chance that the best of k TPE "
+        "trials beats the best of m random ones if TPE were pure random search, k/(k+m): a PASS is only as "
+        "telling as P(random) is small.\n\n"
+        + "\n".join(lines)
+        + "\n\nThe selection value is the maximum over trials on the set that chose it, and so optimistic; the "
+        "confirmation value, the best model re-scored on held-out validation rows not used for selection, is the "
+        "unbiased estimate.\n" + ("\nStart-up labels:\n\n" + "\n".join(notes) + "\n" if notes else "")
     )
 
 

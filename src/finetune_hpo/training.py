@@ -67,6 +67,7 @@ class TrainingSetup:
         lora_modules_to_save: Modules trained in full under LoRA besides the head; ``None`` detects them.
         qa_postprocessing: ``n_best``, ``max_answer_length``, ``null_score_threshold`` (QA only).
         scratch_dir: Where the Trainer may write (nothing is checkpointed).
+        keep_model: Return the trained model on the outcome (to save the best one); off, it is freed.
     """
 
     task: TaskSpec
@@ -79,6 +80,7 @@ class TrainingSetup:
     lora_modules_to_save: Sequence[str] | None = None
     qa_postprocessing: Mapping[str, Any] = field(default_factory=dict)
     scratch_dir: Path | None = None
+    keep_model: bool = False
 
 
 @dataclass
@@ -96,6 +98,11 @@ class TrialOutcome:
         trainable_parameters: Parameters updated by the optimizer.
         total_parameters: All parameters of the model.
         qa_predictions: QA only: the last evaluation's predictions.
+        precision: The precision the trial really trained in (``fp32``, ``bf16`` or ``fp16``).
+        n_gpu: GPUs the Trainer used; the effective batch is per-device x accumulation x max(1, n_gpu).
+        lora_target_modules: LoRA only: the modules adapted, as resolved for this model.
+        lora_modules_to_save: LoRA only: modules trained in full besides the adapters (head included).
+        model: The trained model, when ``TrainingSetup.keep_model`` is set.
     """
 
     value: float
@@ -108,21 +115,49 @@ class TrialOutcome:
     trainable_parameters: int
     total_parameters: int
     qa_predictions: list[QAPrediction] | None = None
+    precision: str = "fp32"
+    n_gpu: int = 0
+    lora_target_modules: str | list[str] | None = None
+    lora_modules_to_save: list[str] | None = None
+    model: torch.nn.Module | None = field(default=None, repr=False)
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.per_device_batch_size * self.gradient_accumulation_steps * max(1, self.n_gpu)
 
 
-def load_base_model(task: TaskSpec, model_name_or_path: str) -> torch.nn.Module:
-    """Load the pretrained model with the task's head (randomly initialised, the same for every trial)."""
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (CPU and CUDA) before anything random is built.
+
+    The Trainer seeds only in its constructor, after a model we built ourselves: without this, a LoRA
+    adapter's initial A matrix (and a freshly initialised head) would depend on what ran before.
+    """
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
+def load_base_model(task: TaskSpec, model_name_or_path: str, seed: int = 42) -> torch.nn.Module:
+    """Load the pretrained model with the task's head (randomly initialised from ``seed``, the same for
+    every trial and every process).
+
+    Weights are loaded in float32 whatever the checkpoint stores: transformers 5 defaults to
+    ``dtype="auto"``, so a bf16 checkpoint would otherwise train in bf16 weights, where updates of a
+    1e-6 learning rate vanish. Mixed precision, when asked for, is the Trainer's autocast on top.
+    """
     from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
+    seed_everything(seed)
     if task.is_classification:
         model = AutoModelForSequenceClassification.from_pretrained(
             model_name_or_path,
             num_labels=task.num_labels,
             id2label=dict(enumerate(task.label_names)),
             label2id={name: index for index, name in enumerate(task.label_names)},
+            dtype=torch.float32,
         )
     else:
-        model = AutoModelForQuestionAnswering.from_pretrained(model_name_or_path)
+        model = AutoModelForQuestionAnswering.from_pretrained(model_name_or_path, dtype=torch.float32)
     if getattr(model.config, "pad_token_id", None) is None and getattr(model.config, "eos_token_id", None) is not None:
         model.config.pad_token_id = model.config.eos_token_id  # decoder-only models have no pad token
     return model
@@ -144,19 +179,33 @@ def detect_modules_to_save(model: torch.nn.Module) -> list[str]:
     return ["pooler"] if any(name.endswith("pooler") for name, _ in model.named_modules()) else []
 
 
-def build_trial_model(base_model: torch.nn.Module, setup: TrainingSetup, params: HyperParameters) -> torch.nn.Module:
-    """A fresh copy of the base model, wrapped with LoRA adapters for the ``lora`` method."""
-    model = copy.deepcopy(base_model)
-    if setup.method == "full_finetune":
-        return model
-    from peft import LoraConfig, TaskType, get_peft_model
-
+def resolve_lora_modules(model: torch.nn.Module, setup: TrainingSetup) -> tuple[str | list[str], list[str]]:
+    """The LoRA target modules and the extra fully trained modules, as configured or detected."""
     # A string is a regular expression over full module names (peft's convention); a list matches suffixes.
     targets = setup.lora_target_modules or detect_lora_target_modules(model)
     target_modules = targets if isinstance(targets, str) else list(targets)
     modules_to_save = list(
         setup.lora_modules_to_save if setup.lora_modules_to_save is not None else detect_modules_to_save(model)
     )
+    return target_modules, modules_to_save
+
+
+def head_module_names(task: TaskSpec) -> list[str]:
+    """The head modules peft trains in full for the task type (BERT-style names)."""
+    return ["classifier"] if task.is_classification else ["qa_outputs"]
+
+
+def build_trial_model(base_model: torch.nn.Module, setup: TrainingSetup, params: HyperParameters) -> torch.nn.Module:
+    """A fresh copy of the base model, wrapped with LoRA adapters for the ``lora`` method.
+
+    Call :func:`seed_everything` first: the adapters' initialisation draws from the global RNG.
+    """
+    model = copy.deepcopy(base_model)
+    if setup.method == "full_finetune":
+        return model
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    target_modules, modules_to_save = resolve_lora_modules(model, setup)
     task_type = TaskType.SEQ_CLS if setup.task.is_classification else TaskType.QUESTION_ANS
     lora_config = LoraConfig(
         task_type=task_type,
@@ -176,14 +225,21 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
-def resolve_precision(precision: str) -> dict[str, bool]:
-    """TrainingArguments flags for ``precision``; ``auto`` takes bf16 where the GPU supports it."""
+def effective_precision(precision: str) -> str:
+    """The precision a trial really trains in: ``auto`` takes bf16 where the GPU supports it."""
     cuda = torch.cuda.is_available()
     if precision == "auto":
         precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
     if precision in ("bf16", "fp16") and not cuda:
         logger.warning("precision %s needs a GPU; training in fp32 on the CPU", precision)
         precision = "fp32"
+    return precision
+
+
+def resolve_precision(precision: str) -> dict[str, bool]:
+    """TrainingArguments flags for ``precision`` (see :func:`effective_precision`)."""
+    cuda = torch.cuda.is_available()
+    precision = effective_precision(precision)
     flags = {"bf16": precision == "bf16", "fp16": precision == "fp16"}
     if cuda and torch.cuda.get_device_capability()[0] >= 8:
         flags["tf32"] = True  # Ampere and newer: TF32 matmuls for whatever stays in fp32
@@ -248,15 +304,33 @@ class _QAScorer:
         return squad_v2_metrics(answers, self.golds)
 
 
+def in_order_trainer_class(base: type | None = None) -> type:
+    """A Trainer that evaluates in dataset order, whatever the training sampler.
+
+    With ``train_sampling_strategy="group_by_length"``, transformers 5 also length-groups the *evaluation*
+    batches (``Trainer._get_eval_sampler``), so predictions come back permuted. QA postprocessing pairs
+    window logits with windows by position, so it must see them in dataset order.
+    """
+    from torch.utils.data import SequentialSampler
+    from transformers import Trainer
+
+    class InOrderEvaluationTrainer(base or Trainer):  # type: ignore[misc, valid-type]
+        def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+            if self.args.world_size > 1:
+                return super()._get_eval_sampler(eval_dataset)  # accelerate shards it in order
+            return SequentialSampler(eval_dataset)
+
+    return InOrderEvaluationTrainer
+
+
 def _qa_trainer_class() -> type:
-    """A Trainer whose evaluation postprocesses QA logits (as HF's ``trainer_qa.py``).
+    """A Trainer whose evaluation postprocesses QA logits (as HF's ``trainer_qa.py``), in dataset order.
 
     The stock ``evaluate`` only calls ``compute_metrics`` when the eval set has labels, and QA windows of
     the validation set have none: answers are scored per question, not per window.
     """
-    from transformers import Trainer
 
-    class QuestionAnsweringTrainer(Trainer):
+    class QuestionAnsweringTrainer(in_order_trainer_class()):  # type: ignore[misc]
         def __init__(self, *args: Any, qa_scorer: _QAScorer, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.qa_scorer = qa_scorer
@@ -312,15 +386,19 @@ def train_and_evaluate(
     """
     batch_size, accumulation = params.batch_size, 1
     for attempt in range(setup.max_oom_retries + 1):
+        out_of_memory = False
         try:
             outcome = _train_once(setup, base_model, tokenizer, data, params, batch_size, accumulation, on_epoch)
             outcome.oom_retries = attempt
             return outcome
         except torch.OutOfMemoryError:
-            gc.collect()
-            torch.cuda.empty_cache()
             if batch_size == 1 or attempt == setup.max_oom_retries:
                 raise
+            out_of_memory = True
+        # Outside the except block: its traceback holds the failed attempt's frames (model, optimizer,
+        # activations), and empty_cache() cannot hand back memory that is still referenced.
+        if out_of_memory:
+            free_accelerator_memory()
             batch_size, accumulation = batch_size // 2, accumulation * 2
             logger.warning(
                 "CUDA out of memory; retrying with per-device batch %d x %d accumulation steps",
@@ -328,6 +406,79 @@ def train_and_evaluate(
                 accumulation,
             )
     raise AssertionError("unreachable")
+
+
+def make_trainer(
+    setup: TrainingSetup,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    data: TokenizedTask,
+    args: Any,
+    callbacks: Sequence[Any] = (),
+) -> tuple[Any, _QAScorer | None]:
+    """The trial's Trainer (in-order evaluation; QA postprocessing for extractive QA) and its QA scorer."""
+    from transformers import DataCollatorWithPadding
+
+    common = {
+        "model": model,
+        "args": args,
+        "train_dataset": data.train,
+        "eval_dataset": data.validation,
+        "processing_class": tokenizer,
+        "data_collator": DataCollatorWithPadding(tokenizer),
+        "callbacks": list(callbacks),
+    }
+    qa_scorer = None
+    if setup.task.is_classification:
+        trainer = in_order_trainer_class()(compute_metrics=_classification_scorer, **common)
+    else:
+        qa_scorer = _QAScorer(data, setup.task, setup.qa_postprocessing)
+        trainer = _qa_trainer_class()(qa_scorer=qa_scorer, **common)
+    if args.disable_tqdm:
+        # Without a terminal the Trainer prints every log dict; the study logs one line per trial instead.
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    return trainer, qa_scorer
+
+
+def evaluate_with_trainer(
+    setup: TrainingSetup, model: torch.nn.Module, tokenizer: Any, data: TokenizedTask
+) -> tuple[dict[str, float], list[QAPrediction] | None]:
+    """Score ``model`` on ``data.validation`` through the same Trainer evaluation path as a trial.
+
+    The arguments that could reorder evaluation (length grouping, the seeds) are those of a trial, so
+    this is what tests use to show that the trial's scores do not depend on batch size or row order.
+    """
+    from transformers import TrainingArguments
+
+    scratch = Path(setup.scratch_dir or tempfile.gettempdir())
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch, prefix="eval-") as output_dir:
+        args = TrainingArguments(
+            output_dir=output_dir,
+            per_device_eval_batch_size=setup.eval_batch_size,
+            report_to="none",
+            seed=setup.seed,
+            data_seed=setup.seed,
+            train_sampling_strategy="group_by_length",
+            disable_tqdm=True,
+            use_cpu=not torch.cuda.is_available(),
+            label_names=["labels"] if setup.task.is_classification else ["start_positions", "end_positions"],
+        )
+        trainer, qa_scorer = make_trainer(setup, model, tokenizer, data, args)
+        metrics = trainer.evaluate()
+    clean = {
+        key.removeprefix("eval_"): float(value) for key, value in metrics.items() if isinstance(value, int | float)
+    }
+    return clean, (qa_scorer.last_predictions if qa_scorer else None)
+
+
+def free_accelerator_memory() -> None:
+    """Collect garbage and return cached CUDA blocks to the driver (a no-op on a CPU)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _train_once(
@@ -340,11 +491,16 @@ def _train_once(
     accumulation: int,
     on_epoch: Callable[[int, dict[str, float]], None] | None,
 ) -> TrialOutcome:
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import TrainingArguments
 
     started = time.perf_counter()
+    # Every attempt starts from the same RNG state, so the same parameters build the same adapters and
+    # draw the same batches, in this process or a fresh one.
+    seed_everything(setup.seed)
     model = build_trial_model(base_model, setup, params)
     trainable, total = count_parameters(model)
+    lora_targets, lora_to_save = resolve_lora_modules(base_model, setup) if setup.method == "lora" else (None, None)
+    precision = effective_precision(setup.precision)
     steps_per_epoch = max(1, math.ceil(len(data.train) / (batch_size * accumulation)))
     scratch = Path(setup.scratch_dir or tempfile.gettempdir())
     scratch.mkdir(parents=True, exist_ok=True)
@@ -374,30 +530,12 @@ def _train_once(
             use_cpu=not torch.cuda.is_available(),
             dataloader_pin_memory=torch.cuda.is_available(),
             label_names=["labels"] if setup.task.is_classification else ["start_positions", "end_positions"],
-            **resolve_precision(setup.precision),
+            **resolve_precision(precision),
         )
         epoch_callback = _EpochCallback(on_epoch)
-        common = {
-            "model": model,
-            "args": args,
-            "train_dataset": data.train,
-            "eval_dataset": data.validation,
-            "processing_class": tokenizer,
-            "data_collator": DataCollatorWithPadding(tokenizer),
-            "callbacks": [epoch_callback.callback],
-        }
-        qa_scorer = None
-        if setup.task.is_classification:
-            trainer = Trainer(compute_metrics=_classification_scorer, **common)
-        else:
-            qa_scorer = _QAScorer(data, setup.task, setup.qa_postprocessing)
-            trainer = _qa_trainer_class()(qa_scorer=qa_scorer, **common)
-        if args.disable_tqdm:
-            # Without a terminal the Trainer prints every log dict; the study logs one line per trial instead.
-            from transformers.trainer_callback import PrinterCallback
-
-            trainer.remove_callback(PrinterCallback)
+        trainer, qa_scorer = make_trainer(setup, model, tokenizer, data, args, [epoch_callback.callback])
         train_output = trainer.train()
+        n_gpu = int(args.n_gpu) if torch.cuda.is_available() else 0
     if not math.isfinite(train_output.training_loss):
         raise NaNLossError(f"training loss is {train_output.training_loss}")
     if not epoch_callback.history:
@@ -406,6 +544,7 @@ def _train_once(
     metric = setup.task.metric
     if metric not in final or not math.isfinite(final[metric]):
         raise NaNLossError(f"evaluation returned {metric}={final.get(metric)}")
+    trained = trainer.model if setup.keep_model else None
     del trainer, model
     return TrialOutcome(
         value=final[metric],
@@ -418,4 +557,11 @@ def _train_once(
         trainable_parameters=trainable,
         total_parameters=total,
         qa_predictions=qa_scorer.last_predictions if qa_scorer else None,
+        precision=precision,
+        n_gpu=n_gpu,
+        lora_target_modules=lora_targets,
+        lora_modules_to_save=(
+            sorted({*lora_to_save, *head_module_names(setup.task)}) if lora_to_save is not None else None
+        ),
+        model=trained,
     )

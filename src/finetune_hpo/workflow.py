@@ -16,6 +16,7 @@ from typing import Any
 
 from finetune_hpo.config import ConfigError, study_settings
 from finetune_hpo.data import DataError
+from finetune_hpo.gpus import claim_gpu
 from finetune_hpo.tasks import TASKS
 
 logger = logging.getLogger("finetune_hpo")
@@ -128,6 +129,7 @@ def run_study(smk: Any) -> None:
     from finetune_hpo.study import run_study as run
 
     with rule_context(smk):
+        claim_gpu()  # before anything imports torch: it pins this job to one free GPU of the host
         settings = study_settings(smk.config, smk.wildcards.task, smk.wildcards.method)
         data_summary = json.loads(Path(smk.input.summary).read_text())
         run(

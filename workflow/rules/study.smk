@@ -15,6 +15,10 @@ rule run_study_worker:
         "results/benchmarks/run_study/{task}_{method}.worker{worker}.tsv"
     conda:
         "../../environment.yml"
+    resources:
+        # One GPU per study job (a profile may override): the job claims a free one (finetune_hpo.gpus), and
+        # the profile's global gpu=N lets Snakemake run N studies at once on an N-GPU machine.
+        gpu=1,
     params:
         definition=get_study_definition,
         study_dir=subpath(output.done, ancestor=2),
@@ -38,6 +42,9 @@ rule run_study:
         "results/benchmarks/run_study/{task}_{method}.tsv"
     conda:
         "../../environment.yml"
+    resources:
+        # As in run_study_worker: one GPU per study job.
+        gpu=1,
     params:
         definition=get_study_definition,
         study_dir=subpath(output.trials, parent=True),

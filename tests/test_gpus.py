@@ -1,0 +1,197 @@
+"""One GPU per study job: real processes claim GPUs through the lock folder, no GPU needed.
+
+Processes are coordinated through their pipes (a holder reports its claim, then holds it until its stdin
+closes), never through sleeps; every wait has a deadline so a bug fails the test instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from finetune_hpo.gpus import claim_gpu, release_gpu, visible_gpu_indices
+
+DEADLINE_SECONDS = 60.0
+
+# A study job in miniature: claim a GPU, report it, hold it until the test closes stdin.
+HOLDER = """
+import logging, os, sys
+from pathlib import Path
+from finetune_hpo.gpus import claim_gpu
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+index = claim_gpu(Path(sys.argv[1]), poll_seconds=0.02)
+sys.stdout.write(f"{index} {os.environ.get('CUDA_VISIBLE_DEVICES')}\\n")
+sys.stdout.flush()
+sys.stdin.read()
+"""
+
+
+class Holder:
+    """A child process running HOLDER, with deadline-bounded reads of its output."""
+
+    def __init__(self, lock_dir: Path, visible: str) -> None:
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": visible, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(lock_dir)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        self.stderr = b""
+
+    def claimed(self) -> tuple[str, str]:
+        """The (claimed index, CUDA_VISIBLE_DEVICES) the child reports once it holds a GPU."""
+        line = _read_until(self.process.stdout, b"\n").decode()
+        index, visible = line.split()
+        return index, visible
+
+    def wait_for_log(self, text: str) -> None:
+        self.stderr += _read_until(self.process.stderr, text.encode(), already=self.stderr)
+
+    def has_reported(self) -> bool:
+        ready, _, _ = select.select([self.process.stdout], [], [], 0)
+        return bool(ready)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.communicate(timeout=DEADLINE_SECONDS)
+
+
+def _read_until(stream, marker: bytes, already: bytes = b"") -> bytes:
+    """Bytes read from ``stream`` until ``marker`` appears (in them or in ``already``); fails after the deadline."""
+    received = b""
+    fd = stream.fileno()
+    while marker not in already + received:
+        ready, _, _ = select.select([fd], [], [], DEADLINE_SECONDS)
+        if not ready:
+            pytest.fail(f"no {marker!r} within {DEADLINE_SECONDS}s; got {already + received!r}")
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            pytest.fail(f"stream closed before {marker!r}; got {already + received!r}")
+        received += chunk
+    return received
+
+
+def _is_locked(path: Path) -> bool:
+    """Whether another process holds the flock on ``path`` (a non-blocking probe that takes nothing)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also drops the probe's own lock, if it got one
+    return False
+
+
+@pytest.fixture
+def holders() -> Iterator[list[Holder]]:
+    started: list[Holder] = []
+    yield started
+    for holder in started:
+        holder.stop()
+
+
+@pytest.fixture(autouse=True)
+def _release_in_process_claims() -> Iterator[None]:
+    yield
+    release_gpu()
+
+
+def test_two_concurrent_jobs_claim_distinct_gpus(tmp_path: Path, holders: list[Holder]) -> None:
+    holders += [Holder(tmp_path, "0,1"), Holder(tmp_path, "0,1")]
+    claims = [holder.claimed() for holder in holders]
+    # Both children are still holding (blocked on stdin) when their claims are compared.
+    assert sorted(index for index, _ in claims) == ["0", "1"]
+    assert all(index == visible for index, visible in claims)
+    assert _is_locked(tmp_path / "gpu-0.lock")
+    assert _is_locked(tmp_path / "gpu-1.lock")
+    pids = {(tmp_path / f"gpu-{index}.lock").read_text().strip() for index, _ in claims}
+    assert pids == {str(holder.process.pid) for holder in holders}
+
+
+def test_job_waits_until_a_killed_holder_frees_its_gpu(tmp_path: Path, holders: list[Holder]) -> None:
+    first, second = Holder(tmp_path, "0,1"), Holder(tmp_path, "0,1")
+    holders += [first, second]
+    first_index, _ = first.claimed()
+    second.claimed()
+    waiter = Holder(tmp_path, "0,1")
+    holders.append(waiter)
+    waiter.wait_for_log("waiting for one to free")
+    assert not waiter.has_reported()
+    assert _is_locked(tmp_path / "gpu-0.lock") and _is_locked(tmp_path / "gpu-1.lock")
+
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait(timeout=DEADLINE_SECONDS)
+    assert waiter.claimed() == (first_index, first_index)
+    assert _is_locked(tmp_path / f"gpu-{first_index}.lock")
+    assert waiter.stderr.count(b"waiting for one to free") == 1
+
+
+def test_no_visible_gpu_runs_on_cpu_and_leaves_environment_alone(tmp_path: Path) -> None:
+    environ = {"CUDA_VISIBLE_DEVICES": ""}
+    assert claim_gpu(tmp_path, environ=environ) is None
+    assert environ == {"CUDA_VISIBLE_DEVICES": ""}
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_claims_follow_the_schedulers_device_list(tmp_path: Path) -> None:
+    first_job, second_job = {"CUDA_VISIBLE_DEVICES": "3,5"}, {"CUDA_VISIBLE_DEVICES": "3,5"}
+    assert claim_gpu(tmp_path, environ=first_job) == "3"
+    # flock conflicts between open files even within one process, so a second environment stands for a second job.
+    assert claim_gpu(tmp_path, environ=second_job) == "5"
+    assert (first_job, second_job) == ({"CUDA_VISIBLE_DEVICES": "3"}, {"CUDA_VISIBLE_DEVICES": "5"})
+    assert (tmp_path / "gpu-3.lock").read_text() == f"{os.getpid()}\n"
+    assert claim_gpu(tmp_path, environ=first_job) == "3"  # a second call keeps the claim
+
+
+def test_release_restores_the_environment_and_frees_the_lock(tmp_path: Path, holders: list[Holder]) -> None:
+    environ = {"CUDA_VISIBLE_DEVICES": "0,1"}
+    assert claim_gpu(tmp_path, environ=environ) == "0"
+    release_gpu()
+    assert environ == {"CUDA_VISIBLE_DEVICES": "0,1"}
+    holders.append(Holder(tmp_path, "0,1"))
+    assert holders[0].claimed() == ("0", "0")
+
+
+def test_lock_dir_defaults_to_the_environment_setting(tmp_path: Path) -> None:
+    environ = {"CUDA_VISIBLE_DEVICES": "7", "FINETUNE_HPO_GPU_LOCK_DIR": str(tmp_path / "locks")}
+    assert claim_gpu(environ=environ) == "7"
+    assert (tmp_path / "locks" / "gpu-7.lock").is_file()
+
+
+@pytest.mark.parametrize(
+    ("visible", "expected"),
+    [("0,1", ["0", "1"]), (" 2 , 3 ", ["2", "3"]), ("", []), ("-1", []), ("1,-1,2", ["1"]), ("GPU-ab12", ["GPU-ab12"])],
+)
+def test_visible_devices_come_from_cuda_visible_devices(visible: str, expected: list[str]) -> None:
+    assert visible_gpu_indices({"CUDA_VISIBLE_DEVICES": visible}) == expected
+
+
+def _fake_nvidia_smi(bin_dir: Path, body: str) -> None:
+    script = bin_dir / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+
+
+def test_without_cuda_visible_devices_the_host_gpus_are_listed(tmp_path: Path, monkeypatch) -> None:
+    _fake_nvidia_smi(tmp_path, 'printf "0\\n1\\n"')
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert visible_gpu_indices({}) == ["0", "1"]
+
+
+def test_missing_or_failing_nvidia_smi_means_no_gpu(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert visible_gpu_indices({}) == []
+    _fake_nvidia_smi(tmp_path, "echo 'NVIDIA-SMI has failed' >&2; exit 9")
+    assert visible_gpu_indices({}) == []
