@@ -52,7 +52,15 @@ def prepare_task(workdir: Path, config: dict, task_name: str) -> dict[str, Any]:
     generate_task_data(task_name, workdir / "synthetic" / task_name, 300, 200, seed=0)
     check_config(config)
     task_config = config["tasks"][task_name]
-    drawn = subsample(task, load_splits(task, task_config["data_files"]), task_config["train_size"], 0.5, seed=0)
+    selection = config["selection"]
+    drawn = subsample(
+        task,
+        load_splits(task, task_config["data_files"]),
+        task_config["train_size"],
+        0.5,
+        seed=0,
+        confirmation_max_rows=selection["confirmation_max_rows"] if selection["save_best_model"] else 0,
+    )
     summary = write_subsample(task, drawn, workdir / "results" / "data" / task_name, seed=0)
     qa = config["model"]["qa"]
     tokenize_task(

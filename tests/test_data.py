@@ -98,3 +98,32 @@ def test_empty_split_is_refused(tmp_path: Path) -> None:
     full = datasets.Dataset.from_list([{"sentence": "x", "label": 0, "idx": 0}] * 10)
     with pytest.raises(DataError, match="split 'validation' is empty"):
         subsample(TASKS["sst2"], datasets.DatasetDict({"train": full, "validation": empty}), 5, 0.2, seed=0)
+
+
+@pytest.mark.parametrize(("task_name", "cap", "expected"), [("rte", 2000, 277 - 50), ("squad_v2", 500, 500)])
+def test_confirmation_rows_are_held_out_from_selection_and_capped(
+    realdata: Path, tmp_path: Path, task_name: str, cap: int, expected: int
+) -> None:
+    task = TASKS[task_name]
+    files = {split: str(realdata / task_name / f"{split}.jsonl") for split in ("train", "validation")}
+    splits = load_splits(task, files)
+    drawn = subsample(task, splits, 500, 0.1, seed=42, confirmation_max_rows=cap)
+    id_column = task.id_column
+    selection = set(drawn["validation"][id_column])
+    confirmation = drawn["confirmation"][id_column]
+    assert len(confirmation) == len(set(confirmation)) == expected
+    assert not selection & set(confirmation)  # never a row that chose the winner
+    assert set(confirmation) <= set(splits["validation"][id_column])  # the validation split, not training
+    summary = write_subsample(task, drawn, tmp_path, seed=42)
+    assert summary["splits"]["confirmation"]["size"] == expected
+    assert summary["splits"]["validation"]["ids_sha256"]  # the selection ids, for Phase 2 to check against
+    assert len((tmp_path / "confirmation.jsonl").read_text().splitlines()) == expected
+
+
+def test_without_confirmation_an_empty_file_is_written(realdata: Path, tmp_path: Path) -> None:
+    task = TASKS["sst2"]
+    files = {split: str(realdata / "sst2" / f"{split}.jsonl") for split in ("train", "validation")}
+    drawn = subsample(task, load_splits(task, files), 100, 0.1, seed=0)
+    summary = write_subsample(task, drawn, tmp_path, seed=0)
+    assert "confirmation" not in drawn and summary["splits"]["confirmation"]["size"] == 0
+    assert (tmp_path / "confirmation.jsonl").read_text() == ""

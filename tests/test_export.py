@@ -87,3 +87,47 @@ def test_invalid_yaml_is_named(tmp_path: Path) -> None:
 
 def test_storage_passwords_are_redacted() -> None:
     assert redact_url("postgresql://optuna:s3cret@db:5432/hpo") == "postgresql://optuna:***@db:5432/hpo"
+
+
+def _scores(trial: int, selection: float, confirmation: float | None = 78.0) -> dict:
+    def result(name: str, value: float | None, size: int) -> dict:
+        return {"data_file": f"{name}.jsonl", "metric": "f1", "value": value, "standard_error": 5.0, "size": size}
+
+    scores = {"validation": result("validation", selection, 50) | {"trial": trial}}
+    scores["confirmation"] = result("confirmation", confirmation, 358 if confirmation is not None else 0)
+    return {"model": "results/studies/mrpc_lora/best_model", "task": "mrpc", "trial": trial, "scores": scores}
+
+
+def test_export_records_the_independent_check_and_the_confirmation_value(tmp_path: Path) -> None:
+    out = tmp_path / "mrpc_lora_optimal.yaml"
+    study = _study([71.0, None, 84.5, 80.0])
+    document = export_best_config(study, _settings(3), SUMMARY, out, "journal", _scores(2, 84.5 + 0.004))
+    assert document["selection_value"] == document["best_value"] == 84.5
+    assert (document["confirmation_value"], document["confirmation_size"]) == (78.0, 358)
+    assert document["best_model"]["reproduced"] is True
+    assert document["direction"] == "maximize" and "selection set" in document["objective"]
+    assert load_optimal(out)["confirmation_standard_error"] == 5.0
+
+
+def test_a_score_the_saved_model_does_not_reproduce_is_flagged_and_fails_the_review(tmp_path: Path) -> None:
+    from finetune_hpo.report import review_study
+
+    out = tmp_path / "mrpc_lora_optimal.yaml"
+    document = export_best_config(_study([71.0, 84.5, 80.0]), _settings(3), SUMMARY, out, "journal", _scores(1, 82.5))
+    assert document["best_model"]["reproduced"] is False
+    assert document["best_model"]["difference"] == pytest.approx(-2.0)
+    review = review_study("mrpc_lora", out, None, expected_trials=3, n_startup_trials=4)
+    assert review.failed and "82.5" in review.problem
+
+
+def test_scores_of_another_trial_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="not of the best trial 2"):
+        export_best_config(
+            _study([71.0, None, 84.5]), _settings(2), SUMMARY, tmp_path / "x.yaml", "journal", _scores(0, 71.0)
+        )
+
+
+def test_without_a_saved_model_the_selection_error_is_binomial(tmp_path: Path) -> None:
+    document = export_best_config(_study([60.0, 80.0]), _settings(2), SUMMARY, tmp_path / "x.yaml", "journal")
+    assert document["selection_standard_error"] == pytest.approx(100 * (0.8 * 0.2 / 50) ** 0.5)
+    assert document["confirmation_value"] is None and document["best_model"] is None

@@ -69,6 +69,9 @@ def test_diverging_trials_fail_and_the_study_stops_after_the_limit(tmp_path: Pat
     study = optuna.load_study(study_name="sst2_full_finetune", storage=storage)
     assert _states(study) == ["FAIL", "FAIL"]
     assert "NaN" in study.trials[0].user_attrs["error"] or "nan" in study.trials[0].user_attrs["error"]
+    # The table the README points to survives the failed job (Snakemake deletes trials.csv, an output).
+    progress = (tmp_path / "results/studies/sst2_full_finetune/trials_progress.csv").read_text().splitlines()
+    assert len(progress) == 3 and progress[0].endswith(",error") and "NaNLossError" in progress[1]
 
 
 def test_changed_search_space_is_refused_unless_asked(tmp_path: Path, tiny_model: Path) -> None:
@@ -177,3 +180,50 @@ def test_sigterm_fails_the_running_trial_and_exits_nonzero(tmp_path: Path, tiny_
 
 if os.name != "posix":  # pragma: no cover
     pytest.skip("signals are POSIX", allow_module_level=True)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("model", "lora_target_modules"), ["query", "value"]),
+        (("model", "lora_modules_to_save"), ["pooler"]),
+        (("model", "max_seq_length"), 32),
+        (("training", "precision"), "bf16"),
+        (("optuna", "sampler", "n_startup_trials"), 2),
+        (("optuna", "sampler", "multivariate"), False),
+        (("optuna", "sampler", "seed"), 7),
+        (("optuna", "pruner"), "median"),
+        (("seed", None), 1),
+    ],
+)
+def test_every_setting_that_changes_results_changes_the_fingerprint(tmp_path: Path, path, value) -> None:
+    from finetune_hpo.study import fingerprint, study_definition
+
+    summary = {"splits": {"train": {"sha256": "a"}, "validation": {"sha256": "b"}, "confirmation": {"sha256": "c"}}}
+
+    def definition_with(change: bool, task: str = "sst2") -> str:
+        config = small_config(tmp_path, tmp_path, tasks=(task,))
+        if change:
+            node = config
+            *parents, leaf = [part for part in path if part is not None]
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
+        settings = study_settings(check_config(config, check_data_files=False), task, "lora")
+        return fingerprint(study_definition(settings, summary))
+
+    assert definition_with(True) != definition_with(False)
+
+
+@pytest.mark.parametrize("key", ["max_seq_length", "doc_stride", "n_best", "max_answer_length", "null_score_threshold"])
+def test_qa_settings_change_the_fingerprint(tmp_path: Path, key: str) -> None:
+    from finetune_hpo.study import fingerprint, study_definition
+
+    summary = {"splits": {"train": {"sha256": "a"}, "validation": {"sha256": "b"}}}
+    prints = []
+    for bump in (0, 1):
+        config = small_config(tmp_path, tmp_path, tasks=("squad_v2",))
+        config["model"]["qa"][key] += bump
+        settings = study_settings(check_config(config, check_data_files=False), "squad_v2", "full_finetune")
+        prints.append(fingerprint(study_definition(settings, summary)))
+    assert prints[0] != prints[1]

@@ -99,6 +99,28 @@ def cmd_check(args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from finetune_hpo.evaluation import write_scores
+
+    out = Path(args.out) if args.out else None
+    document = write_scores(
+        Path(args.model),
+        [Path(path) for path in args.data],
+        out,
+        task_name=args.task,
+        batch_size=args.batch_size,
+        base_model=args.base_model,
+    )
+    for result in document["scores"].values():
+        value = "-" if result["value"] is None else f"{result['value']:.2f}"
+        error = "" if result["standard_error"] is None else f" ± {result['standard_error']:.2f}"
+        print(
+            f"{result['data_file']}: {result['metric']} = {value}{error} (n={result['size']}, trial {result['trial']})"
+        )
+    if out is not None:
+        print(f"wrote {out}")
+
+
 def cmd_demo_data(args: argparse.Namespace) -> None:
     from finetune_hpo.demo import GENERATORS, generate_task_data
 
@@ -143,6 +165,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--analysis", default="analysis", help="folder of the optimal configs (default: %(default)s)")
     p.set_defaults(func=cmd_check)
 
+    p = sub.add_parser(
+        "evaluate",
+        help="score a saved model (results/studies/<study>/best_model) on data files, with plain transformers/peft",
+    )
+    p.add_argument("--model", required=True, help="the saved model's folder")
+    p.add_argument("--task", required=True, help="the task (must be the model's)")
+    p.add_argument(
+        "--data", required=True, action="append", help="a file in the task's hub schema (repeat for several)"
+    )
+    p.add_argument("--out", help="scores JSON (default: <model>/scores.json)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--base-model", help="LoRA: the base model to load the adapter on (default: the one it was trained on)"
+    )
+    p.set_defaults(func=cmd_evaluate)
+
     p = sub.add_parser("demo-data", help="write the demo's synthetic data for some tasks")
     p.add_argument("--out", default="resources/synthetic")
     p.add_argument("--tasks", nargs="*")
@@ -154,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from finetune_hpo.evaluation import EvaluationError
     from finetune_hpo.export import ExportError
     from finetune_hpo.study import StudyError
 
@@ -161,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(level=logging.DEBUG if args.verbose else logging.INFO)
     try:
         args.func(args)
-    except (ConfigError, DataError, StudyError, ExportError, FileNotFoundError) as err:
+    except (ConfigError, DataError, StudyError, ExportError, EvaluationError, FileNotFoundError) as err:
         logger.error("%s", err)
         sys.exit(1)
     except KeyboardInterrupt:

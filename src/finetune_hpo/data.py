@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("train", "validation")
+# Validation rows left over by the selection set: an unbiased score of the chosen configuration.
+CONFIRMATION_SPLIT = "confirmation"
 
 
 class DataError(ValueError):
@@ -156,14 +158,24 @@ def subsample(
     train_size: int,
     validation_fraction: float,
     seed: int,
+    confirmation_max_rows: int = 0,
 ) -> dict[str, datasets.Dataset]:
-    """Draw the training tier and a validation set of ``validation_fraction * train_size`` examples.
+    """Draw the training tier, a selection (``validation``) set of ``validation_fraction * train_size``
+    examples, and a ``confirmation`` set from the validation rows the selection set left.
+
+    The confirmation rows are disjoint from both the training tier (another split) and the selection set
+    (other rows), so a score on them is not inflated by choosing the best of many trials on them.
+
+    Args:
+        confirmation_max_rows: At most this many confirmation rows (a stratified, seeded draw when more
+            remain); 0 draws none.
 
     Raises:
         DataError: a split is empty, has bad labels, or is smaller than asked.
     """
     sizes = {"train": train_size, "validation": max(1, round(train_size * validation_fraction))}
     drawn: dict[str, datasets.Dataset] = {}
+    chosen: dict[str, list[int]] = {}
     for offset, split in enumerate(SPLITS):
         rows = splits[split]
         check_rows(task, rows, split)
@@ -173,23 +185,44 @@ def subsample(
                 f"{len(rows)}; lower tasks.{task.name}.train_size"
                 + (" or validation_fraction" if split == "validation" else "")
             )
-        indices = stratified_indices(strata(task, rows), sizes[split], seed + offset)
-        drawn[split] = rows.select(indices)
+        chosen[split] = stratified_indices(strata(task, rows), sizes[split], seed + offset)
+        drawn[split] = rows.select(chosen[split])
+    if confirmation_max_rows > 0:
+        validation = splits["validation"]
+        selected = set(chosen["validation"])
+        remaining = [index for index in range(len(validation)) if index not in selected]
+        if remaining:
+            labels = strata(task, validation.select(remaining))
+            picked = stratified_indices(labels, min(confirmation_max_rows, len(remaining)), seed + len(SPLITS))
+            drawn["confirmation"] = validation.select([remaining[k] for k in picked])
+        else:
+            logger.warning("task %s: no validation rows are left for confirmation", task.name)
     return drawn
 
 
 def write_subsample(task: TaskSpec, drawn: Mapping[str, datasets.Dataset], out_dir: Path, seed: int) -> dict:
-    """Write each split as JSON Lines plus a ``summary.json`` with sizes, label counts and a content hash."""
+    """Write each split as JSON Lines plus a ``summary.json`` with sizes, label counts and hashes.
+
+    ``confirmation.jsonl`` is always written (empty when no confirmation rows were drawn), so the rule's
+    outputs do not depend on the data. Each split records the hash of its file and, when the rows carry
+    the task's id column, of its ids (the selection ids Phase 2 can check against).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"task": task.name, "seed": seed, "splits": {}}
-    for split, rows in drawn.items():
-        records = rows.to_list()
+    for split in (*SPLITS, CONFIRMATION_SPLIT):
+        rows = drawn.get(split)
+        records = rows.to_list() if rows is not None else []
         write_jsonl_atomic(out_dir / f"{split}.jsonl", records)
+        if split == CONFIRMATION_SPLIT and rows is None:
+            summary["splits"][split] = {"size": 0, "strata": {}, "sha256": None, "ids_sha256": None}
+            continue
         counts = Counter(strata(task, rows))
+        ids = [record[task.id_column] for record in records if task.id_column in record]
         summary["splits"][split] = {
             "size": len(records),
             "strata": {str(key): counts[key] for key in sorted(counts, key=repr)},
             "sha256": hashlib.sha256((out_dir / f"{split}.jsonl").read_bytes()).hexdigest(),
+            "ids_sha256": hashlib.sha256(json.dumps(ids).encode()).hexdigest() if len(ids) == len(records) else None,
         }
     write_json_atomic(out_dir / "summary.json", summary)
     return summary

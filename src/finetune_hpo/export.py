@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,13 +34,41 @@ def redact_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", url)
 
 
+# Scores of the same model on the same rows may differ by float summation order across batch shapes;
+# a difference beyond this many points means the exported score is not what the saved model scores.
+REPRODUCTION_TOLERANCE = 0.01
+
+
+def objective_definition(settings: StudySettings) -> str:
+    """In words: what the exported value measures."""
+    metric = settings.task.metric
+    if settings.task.is_classification:
+        return f"{metric} (percent) of the trial's model on the selection set, evaluated after the last training epoch"
+    qa = settings.config["model"]["qa"]
+    return (
+        "SQuAD v2 F1 (percent, official answer normalization) on the selection set after the last training epoch; "
+        f"a question is answered empty when its null score minus its best span score exceeds "
+        f"null_score_threshold={qa['null_score_threshold']} (best span over {qa['n_best']} start/end candidates per "
+        f"window, at most {qa['max_answer_length']} tokens)"
+    )
+
+
 def best_config(
-    study: optuna.Study, settings: StudySettings, data_summary: Mapping[str, Any], storage_label: str
+    study: optuna.Study,
+    settings: StudySettings,
+    data_summary: Mapping[str, Any],
+    storage_label: str,
+    best_model_scores: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The optimal-config document of ``study``.
 
+    Args:
+        best_model_scores: The independent scores of the saved best model (``finetune-hpo evaluate``
+            output): ``scores.validation`` (the selection set) and ``scores.confirmation``.
+
     Raises:
-        ExportError: the study holds fewer COMPLETE trials than configured.
+        ExportError: the study holds fewer COMPLETE trials than configured, or the scores are of
+            another trial's model.
     """
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) < settings.n_trials:
@@ -48,9 +77,11 @@ def best_config(
             f"{settings.n_trials}; run the study to the end before exporting"
         )
     best = study.best_trial
+    attrs = best.user_attrs
     definition = study.user_attrs.get("definition", {})
     splits = data_summary["splits"]
-    sampler = settings.config["optuna"]["sampler"]
+    config = settings.config
+    sampler = config["optuna"]["sampler"]
     training_keys = (
         "per_device_batch_size",
         "gradient_accumulation_steps",
@@ -59,31 +90,55 @@ def best_config(
         "trainable_parameters",
         "total_parameters",
     )
-    task_config = settings.config["tasks"][settings.task.name]
+    task_config = config["tasks"][settings.task.name]
     source = "local files" if task_config.get("data_files") else f"hub:{settings.task.hub_path}"
     if settings.task.hub_config and not task_config.get("data_files"):
         source += f"/{settings.task.hub_config}"
-    return {
+    seeds_used = []
+    for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        seed = trial.user_attrs.get("sampler_seed")
+        if seed is not None and seed not in seeds_used:
+            seeds_used.append(seed)
+    model = config["model"]
+    document = {
         "study_name": settings.study_name,
         "task": settings.task.name,
         "method": settings.method,
         "metric": settings.task.metric,
         "metric_unit": "percent",
+        "direction": "maximize",
+        "objective": objective_definition(settings),
         "best_value": float(best.value),
         "best_trial": best.number,
         "best_hyperparameters": {name: _plain(value) for name, value in best.params.items()},
-        "best_trial_metrics": {k: float(v) for k, v in sorted(best.user_attrs.get("metrics", {}).items())},
-        "best_trial_training": {k: best.user_attrs[k] for k in training_keys if k in best.user_attrs},
+        "best_trial_metrics": {k: float(v) for k, v in sorted(attrs.get("metrics", {}).items())},
+        "best_trial_training": {k: attrs[k] for k in training_keys if k in attrs},
+        **_selection_and_confirmation(best, splits, best_model_scores),
         "n_trials": len(complete),
         "n_failed_trials": len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))),
         "n_pruned_trials": len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))),
         "model": settings.model_name_or_path,
+        "training_setup": {
+            "precision": attrs.get("precision"),
+            "per_device_batch_size": attrs.get("per_device_batch_size"),
+            "gradient_accumulation_steps": attrs.get("gradient_accumulation_steps"),
+            "n_gpu": attrs.get("n_gpu"),
+            "gpu_name": attrs.get("gpu_name"),
+            # per-device x accumulation x GPUs: what the learning rate was tuned for.
+            "effective_batch_size": attrs.get("effective_batch_size"),
+            "max_seq_length": model["max_seq_length"],
+            "qa": dict(model["qa"]) if not settings.task.is_classification else None,
+            "lora_target_modules": attrs.get("lora_target_modules"),
+            "lora_modules_to_save": attrs.get("lora_modules_to_save"),
+        },
+        "versions": attrs.get("versions", {}),
         "dataset": {
             "source": source,
             "train_size": splits["train"]["size"],
             "validation_size": splits["validation"]["size"],
             "train_sha256": splits["train"]["sha256"],
             "validation_sha256": splits["validation"]["sha256"],
+            "selection_ids_sha256": splits["validation"].get("ids_sha256"),
         },
         "seed": settings.seed,
         "sampler": {
@@ -91,11 +146,72 @@ def best_config(
             "n_startup_trials": sampler["n_startup_trials"],
             "multivariate": sampler["multivariate"],
             "seed": settings.sampler_seed,
+            # A resumed study re-seeds its sampler past the stored trials; these are the seeds used.
+            "seeds_used": seeds_used,
         },
         "search_space": definition.get("search_space", {}),
         "storage": storage_label,
         "fingerprint": study.user_attrs.get("fingerprint", ""),
     }
+    return document
+
+
+def _selection_and_confirmation(
+    best: optuna.trial.FrozenTrial, splits: Mapping[str, Any], scores: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The selection value (the study's best, optimistic), its independent reproduction and the
+    confirmation value on held-out rows, each with its size and standard error."""
+    selection_size = int(splits["validation"]["size"])
+    fields: dict[str, Any] = {
+        "selection_value": float(best.value),
+        "selection_size": selection_size,
+        "selection_standard_error": _binomial_standard_error(float(best.value), selection_size),
+        "confirmation_value": None,
+        "confirmation_size": 0,
+        "confirmation_standard_error": None,
+        "best_model": None,
+    }
+    if not scores:
+        return fields
+    selection = scores["scores"].get("validation")
+    if selection is None or selection.get("trial") != best.number:
+        raise ExportError(
+            f"the best-model scores ({scores.get('model')}) are of trial "
+            f"{None if selection is None else selection.get('trial')}, not of the best trial {best.number}; "
+            "rerun rule score_best_model"
+        )
+    difference = float(selection["value"]) - float(best.value)
+    reproduced = abs(difference) <= REPRODUCTION_TOLERANCE
+    if not reproduced:
+        logger.warning(
+            "the saved best model scores %.4f on the selection set, the study recorded %.4f (difference %.4f)",
+            selection["value"],
+            best.value,
+            difference,
+        )
+    fields["selection_standard_error"] = selection["standard_error"]
+    confirmation = scores["scores"].get("confirmation")
+    if confirmation and confirmation["size"] > 0:
+        fields["confirmation_value"] = float(confirmation["value"])
+        fields["confirmation_size"] = int(confirmation["size"])
+        fields["confirmation_standard_error"] = confirmation["standard_error"]
+    fields["best_model"] = {
+        "path": scores["model"],
+        "trial": best.number,
+        "reloaded_selection_value": float(selection["value"]),
+        "difference": round(difference, 6),
+        "reproduced": reproduced,
+        "tolerance": REPRODUCTION_TOLERANCE,
+    }
+    return fields
+
+
+def _binomial_standard_error(value: float, size: int) -> float | None:
+    # Without the saved model's per-example scores: the binomial approximation at the set's size.
+    if size < 2:
+        return None
+    share = min(max(value / 100.0, 0.0), 1.0)
+    return 100.0 * math.sqrt(share * (1.0 - share) / size)
 
 
 def _plain(value: Any) -> Any:
@@ -128,17 +244,20 @@ def export_best_config(
     data_summary: Mapping[str, Any],
     out_path: Path,
     storage_label: str,
+    best_model_scores: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Validate and atomically write the optimal config; returns the document."""
-    document = best_config(study, settings, data_summary, storage_label)
+    document = best_config(study, settings, data_summary, storage_label, best_model_scores)
     validate_optimal(document, where=str(out_path))
     write_text_atomic(out_path, render_yaml(document))
+    confirmation = document["confirmation_value"]
     logger.info(
-        "%s: best %s %.2f (trial %d) -> %s",
+        "%s: best %s %.2f (trial %d; confirmation %s) -> %s",
         settings.study_name,
         document["metric"],
         document["best_value"],
         document["best_trial"],
+        "-" if confirmation is None else f"{confirmation:.2f} on {document['confirmation_size']} held-out rows",
         out_path,
     )
     return document

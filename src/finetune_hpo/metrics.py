@@ -9,7 +9,7 @@ from __future__ import annotations
 import collections
 import re
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
@@ -58,12 +58,10 @@ def token_f1(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def squad_v2_metrics(predictions: Mapping[str, str], golds: Mapping[str, Sequence[str]]) -> dict[str, float]:
-    """SQuAD v2 exact match and F1 in percent, with HasAns/NoAns breakdowns.
-
-    Args:
-        predictions: Question id -> predicted answer ("" for no answer).
-        golds: Question id -> gold answer texts (empty for an unanswerable question).
+def squad_v2_question_scores(
+    predictions: Mapping[str, str], golds: Mapping[str, Sequence[str]]
+) -> tuple[dict[str, float], dict[str, float], dict[str, bool]]:
+    """Per question: exact match, F1 (both 0..1) and whether it is answerable, as the official script.
 
     A question's score is the maximum over its gold answers; an unanswerable question scores 1 only for
     an empty prediction. Every gold id must have a prediction.
@@ -78,6 +76,17 @@ def squad_v2_metrics(predictions: Mapping[str, str], golds: Mapping[str, Sequenc
         exact_scores[qid] = max(exact_match(prediction, answer) for answer in answers)
         f1_scores[qid] = max(token_f1(prediction, answer) for answer in answers)
         has_answer[qid] = answers != [""]
+    return exact_scores, f1_scores, has_answer
+
+
+def squad_v2_metrics(predictions: Mapping[str, str], golds: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """SQuAD v2 exact match and F1 in percent, with HasAns/NoAns breakdowns.
+
+    Args:
+        predictions: Question id -> predicted answer ("" for no answer).
+        golds: Question id -> gold answer texts (empty for an unanswerable question).
+    """
+    exact_scores, f1_scores, has_answer = squad_v2_question_scores(predictions, golds)
 
     def mean(scores: Mapping[str, float], ids: Sequence[str]) -> float:
         return 100.0 * sum(scores[qid] for qid in ids) / len(ids) if ids else 0.0
@@ -93,3 +102,38 @@ def squad_v2_metrics(predictions: Mapping[str, str], golds: Mapping[str, Sequenc
         metrics |= {"NoAns_exact": mean(exact_scores, no_ids), "NoAns_f1": mean(f1_scores, no_ids)}
         metrics["NoAns_total"] = float(len(no_ids))
     return metrics
+
+
+def standard_error_of_mean(per_example: Sequence[float]) -> float | None:
+    """Standard error, in points, of a metric that is the mean of per-example scores in [0, 1].
+
+    For 0/1 scores (accuracy, exact match) this is the binomial 100 * sqrt(p (1 - p) / n).
+    """
+    scores = np.asarray(per_example, dtype=float)
+    if scores.size < 2:
+        return None
+    return 100.0 * float(np.std(scores) / np.sqrt(scores.size))
+
+
+def bootstrap_standard_error(
+    statistic: Callable[[np.ndarray], float], n: int, *, resamples: int = 1000, seed: int = 0
+) -> float | None:
+    """Standard error of ``statistic`` (given row indices, returns points) by a seeded bootstrap over rows.
+
+    For metrics that are no mean of per-example scores, such as F1 of the positive class.
+    """
+    if n < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    values = [statistic(rng.integers(0, n, size=n)) for _ in range(resamples)]
+    return float(np.std(values, ddof=1))
+
+
+def classification_standard_error(metric: str, predictions: np.ndarray, labels: np.ndarray) -> float | None:
+    """Standard error, in points, of ``metric`` (``accuracy`` or ``f1``) on these predictions."""
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    if metric == "accuracy":
+        return standard_error_of_mean((predictions == labels).astype(float))
+    return bootstrap_standard_error(
+        lambda rows: classification_metrics(predictions[rows], labels[rows])[metric], len(labels)
+    )

@@ -192,6 +192,14 @@ def review_study(
         review.criteria["optimal_yaml"] = "FAIL"
         return review
     review.criteria["optimal_yaml"] = "PASS"
+    best_model = document.get("best_model")
+    if best_model is not None and not best_model["reproduced"]:
+        # The exported score is a claim the saved model does not back: Phase 2 must not plan on it.
+        review.criteria["best_model_reproduced"] = "FAIL"
+        review.problem = (
+            f"the saved best model scores {best_model['reloaded_selection_value']:.4f} on the selection set, "
+            f"the study exported {document['best_value']:.4f} (see {best_model['path']})"
+        )
     # Files exported before the selection/confirmation split lack these keys: the selection set was the
     # whole validation subsample then, and there is no confirmation value.
     review.selection_value = float(document.get("selection_value", document["best_value"]))

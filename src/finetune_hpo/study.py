@@ -23,15 +23,22 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.distributions import distribution_to_json
 from optuna.trial import FrozenTrial, TrialState
 
+from finetune_hpo.best_model import BEST_MODEL_DIR, save_if_best
 from finetune_hpo.config import StudySettings
 from finetune_hpo.io import write_jsonl_atomic, write_text_atomic
 from finetune_hpo.search_space import suggest
+
+if TYPE_CHECKING:
+    import torch
+
+    from finetune_hpo.preprocess import TokenizedTask
+    from finetune_hpo.training import TrainingSetup
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +54,10 @@ TRIALS_TABLE_COLUMNS = (
     "per_device_batch_size",
     "gradient_accumulation_steps",
     "oom_retries",
+    "effective_batch_size",
+    "n_gpu",
+    "precision",
+    "startup_trial",
     "trainable_parameters",
     "error",
 )
@@ -85,6 +96,15 @@ class StudyPaths:
     @property
     def scratch(self) -> Path:
         return self.root / "scratch"
+
+    @property
+    def best_model(self) -> Path:
+        return self.root / BEST_MODEL_DIR
+
+    @property
+    def trials_progress(self) -> Path:
+        """The trials table as of the last finished trial: not a Snakemake output, so a failed job keeps it."""
+        return self.root / "trials_progress.csv"
 
 
 def resolve_storage_url(storage: str | None) -> str | None:
@@ -194,17 +214,29 @@ def repair_journal_tail(journal: Path) -> None:
 
 
 def study_definition(settings: StudySettings, data_summary: Mapping[str, Any]) -> dict[str, Any]:
-    """What defines a study: a stored study with other values is a different experiment."""
+    """What defines a study: every setting that changes a trial's result. A stored study with other values
+    is a different experiment (settings that only change speed or bookkeeping are left out)."""
     config = settings.config
+    model, training, sampler = config["model"], config["training"], config["optuna"]["sampler"]
     return {
         "task": settings.task.name,
         "method": settings.method,
         "metric": settings.task.metric,
         "model": settings.model_name_or_path,
         "search_space": {name: json.loads(distribution_to_json(d)) for name, d in settings.search_space.items()},
-        "data_sha256": {split: info["sha256"] for split, info in data_summary["splits"].items()},
-        "max_seq_length": config["model"]["max_seq_length"],
-        "qa": config["model"]["qa"] if not settings.task.is_classification else None,
+        # The confirmation rows are not the study's data: they are scored after it.
+        "data_sha256": {split: data_summary["splits"][split]["sha256"] for split in ("train", "validation")},
+        "max_seq_length": model["max_seq_length"],
+        "qa": model["qa"] if not settings.task.is_classification else None,
+        "lora_target_modules": model["lora_target_modules"] if settings.method == "lora" else None,
+        "lora_modules_to_save": model["lora_modules_to_save"] if settings.method == "lora" else None,
+        "precision": training["precision"],
+        "sampler": {
+            "n_startup_trials": sampler["n_startup_trials"],
+            "multivariate": sampler["multivariate"],
+            "seed": settings.sampler_seed,
+        },
+        "pruner": config["optuna"]["pruner"],
         "seed": settings.seed,
     }
 
@@ -223,8 +255,11 @@ def open_study(
     definition: Mapping[str, Any],
     *,
     allow_new_definition: bool = False,
-) -> optuna.Study:
+) -> tuple[optuna.Study, int]:
     """Create or resume the study, with a sampler seeded past the trials already stored.
+
+    Returns:
+        The study and the seed its sampler was given in this process (recorded on every trial it runs).
 
     Raises:
         StudyError: the stored study was defined differently and ``allow_new_definition`` is false.
@@ -262,7 +297,7 @@ def open_study(
         seed=seed,
     )
     study.pruner = make_pruner(settings.config["optuna"]["pruner"])
-    return study
+    return study, seed
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
@@ -329,6 +364,10 @@ def trials_table_rows(study: optuna.Study) -> list[dict[str, Any]]:
                 "per_device_batch_size": attrs.get("per_device_batch_size", ""),
                 "gradient_accumulation_steps": attrs.get("gradient_accumulation_steps", ""),
                 "oom_retries": attrs.get("oom_retries", ""),
+                "effective_batch_size": attrs.get("effective_batch_size", ""),
+                "n_gpu": attrs.get("n_gpu", ""),
+                "precision": attrs.get("precision", ""),
+                "startup_trial": attrs.get("startup_trial", ""),
                 "trainable_parameters": attrs.get("trainable_parameters", ""),
                 "error": attrs.get("error", ""),
             }
@@ -390,17 +429,32 @@ def _duration(seconds: float) -> str:
 
 
 class Objective:
-    """Trains one trial; data, tokenizer and base weights are loaded once and shared by all trials."""
+    """Trains one trial; data, tokenizer and base weights are loaded once and shared by all trials.
+
+    Args:
+        settings: The study's settings.
+        setup: What every trial shares (``keep_model`` set when the best model is saved).
+        base_model: The pretrained model with the task's head; copied per trial.
+        tokenizer: The model's tokenizer.
+        data: The tokenized task.
+        paths: The study's files.
+        wandb_dir: Where offline W&B runs go.
+        sampler_seed: The seed this process gave the sampler (recorded on each trial).
+        best_model_info: What the saved best model's card records besides the trial (data hashes, the
+            settings it was trained with); ``None`` keeps no model.
+    """
 
     def __init__(
         self,
         settings: StudySettings,
-        setup: Any,
-        base_model: Any,
+        setup: TrainingSetup,
+        base_model: torch.nn.Module,
         tokenizer: Any,
-        data: Any,
+        data: TokenizedTask,
         paths: StudyPaths,
         wandb_dir: Path | None,
+        sampler_seed: int | None = None,
+        best_model_info: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings = settings
         self.setup = setup
@@ -409,12 +463,23 @@ class Objective:
         self.data = data
         self.paths = paths
         self.wandb_dir = wandb_dir
+        self.sampler_seed = sampler_seed
+        self.best_model_info = best_model_info
+        from finetune_hpo.training import library_versions
+
+        self.versions = library_versions()
 
     def __call__(self, trial: optuna.Trial) -> float:
         from finetune_hpo.tracking import TrialRun
         from finetune_hpo.training import train_and_evaluate
 
         self._refuse_surplus(trial)
+        # Recorded before suggesting, the way TPE itself decides: fewer COMPLETE/PRUNED trials than
+        # n_startup_trials means a random draw (FAIL trials do not count, so numbers alone mislead).
+        seen = len(trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        trial.set_user_attr("startup_trial", seen < int(self.settings.config["optuna"]["sampler"]["n_startup_trials"]))
+        if self.sampler_seed is not None:
+            trial.set_user_attr("sampler_seed", self.sampler_seed)
         params = suggest(trial, self.settings.search_space)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         wandb_config = self.settings.config["wandb"]
@@ -464,8 +529,34 @@ class Objective:
             "oom_retries": outcome.oom_retries,
             "trainable_parameters": outcome.trainable_parameters,
             "total_parameters": outcome.total_parameters,
+            "precision": outcome.precision,
+            "n_gpu": outcome.n_gpu,
+            "gpu_name": outcome.gpu_name,
+            "versions": self.versions,
+            "effective_batch_size": outcome.effective_batch_size,
+            "lora_target_modules": outcome.lora_target_modules,
+            "lora_modules_to_save": outcome.lora_modules_to_save,
         }.items():
             trial.set_user_attr(key, value)
+        if outcome.model is not None and self.best_model_info is not None:
+            # Before the trial turns COMPLETE: a kill during the save leaves a FAIL trial, never a best
+            # trial without its model.
+            save_if_best(
+                outcome.model,
+                self.tokenizer,
+                self.paths.best_model,
+                {
+                    **self.best_model_info,
+                    "trial": trial.number,
+                    "value": outcome.value,
+                    "params": trial.params,
+                    "metrics": outcome.metrics,
+                    "lora_target_modules": outcome.lora_target_modules,
+                    "lora_modules_to_save": outcome.lora_modules_to_save,
+                    "precision": outcome.precision,
+                },
+            )
+            outcome.model = None
         if outcome.qa_predictions is not None:
             write_jsonl_atomic(
                 self.paths.predictions_dir / f"trial-{trial.number}.jsonl",
@@ -539,7 +630,7 @@ def run_study(
     paths = StudyPaths(study_dir)
     storage = open_storage(config["optuna"]["storage"], paths, heartbeat_setting(config))
     definition = study_definition(settings, data_summary)
-    study = open_study(settings, storage, definition, allow_new_definition=allow_new_definition)
+    study, sampler_seed = open_study(settings, storage, definition, allow_new_definition=allow_new_definition)
     if isinstance(storage, optuna.storages.RDBStorage):
         optuna.storages.fail_stale_trials(study)
     else:
@@ -555,6 +646,7 @@ def run_study(
     )
     if complete < n_trials:
         torch.set_num_threads(max(1, threads))
+        save_best = bool(config["selection"]["save_best_model"])
         objective = Objective(
             settings=settings,
             setup=TrainingSetup(
@@ -570,21 +662,61 @@ def run_study(
                     key: config["model"]["qa"][key] for key in ("n_best", "max_answer_length", "null_score_threshold")
                 },
                 scratch_dir=paths.scratch,
+                keep_model=save_best,
             ),
-            base_model=load_base_model(settings.task, settings.model_name_or_path),
+            base_model=load_base_model(settings.task, settings.model_name_or_path, seed=settings.seed),
             tokenizer=load_tokenizer(settings.model_name_or_path),
             data=load_tokenized(tokenized_dir),
             paths=paths,
             wandb_dir=wandb_dir,
+            sampler_seed=sampler_seed,
+            best_model_info=best_model_card_info(settings, data_summary) if save_best else None,
         )
-        _optimize_until_complete(study, objective, n_trials, config["optuna"]["max_consecutive_failures"])
-        if finalize:
-            log_summary_run(study, settings, wandb_dir)
+        try:
+            _optimize_until_complete(
+                study, objective, n_trials, config["optuna"]["max_consecutive_failures"], paths.trials_progress
+            )
+        finally:
+            # Every finished trial, with its error, where a failed job does not delete it.
+            write_trials_table(study, paths.trials_progress)
     if finalize:
+        # Once per study, by whichever process finalizes it: with several workers, that process ran
+        # no trial itself.
+        if not study.user_attrs.get("wandb_summary_logged") and log_summary_run(study, settings, wandb_dir):
+            study.set_user_attr("wandb_summary_logged", True)
         write_best_predictions(study, paths)
         write_trials_table(study, paths.trials_table)
         shutil.rmtree(paths.scratch, ignore_errors=True)
     return study
+
+
+def best_model_card_info(settings: StudySettings, data_summary: Mapping[str, Any]) -> dict[str, Any]:
+    """What the saved best model records besides its trial: the base model, data and the settings that
+    a plain reload needs to score it the way the study did."""
+    from finetune_hpo.config import looks_like_local_path
+
+    model = settings.config["model"]
+    base = settings.model_name_or_path
+    if looks_like_local_path(base) or Path(base).is_dir():
+        base = str(Path(base).resolve())  # the adapter must find its base from wherever it is scored
+    splits = data_summary["splits"]
+    return {
+        "study_name": settings.study_name,
+        "task": settings.task.name,
+        "method": settings.method,
+        "metric": settings.task.metric,
+        "base_model": base,
+        "seed": settings.seed,
+        "max_seq_length": model["max_seq_length"],
+        "qa": dict(model["qa"]) if not settings.task.is_classification else None,
+        "data": {
+            "train_size": splits["train"]["size"],
+            "train_sha256": splits["train"]["sha256"],
+            "selection_size": splits["validation"]["size"],
+            "selection_sha256": splits["validation"]["sha256"],
+            "selection_ids_sha256": splits["validation"].get("ids_sha256"),
+        },
+    }
 
 
 def _optimize_until_complete(
@@ -592,6 +724,7 @@ def _optimize_until_complete(
     objective: Objective,
     n_trials: int,
     max_consecutive_failures: int,
+    progress_table: Path | None = None,
     poll_seconds: float = 2.0,
 ) -> None:
     """Run trials until the study holds ``n_trials`` COMPLETE ones, sharing the count with other workers."""
@@ -621,6 +754,8 @@ def _optimize_until_complete(
                 # A full collection costs ~0.1 s: worth it to hand a trial's GPU memory back, not on a CPU.
                 gc_after_trial=torch.cuda.is_available(),
             )
+            if progress_table is not None:
+                write_trials_table(study, progress_table)
             if stop_requested.is_set():  # the interrupt was swallowed between two trials
                 raise KeyboardInterrupt("stop requested (SIGTERM)")
             last = finished[-1]
@@ -629,7 +764,8 @@ def _optimize_until_complete(
                 if consecutive_failures >= max_consecutive_failures:
                     raise StudyError(
                         f"study {study.study_name}: {consecutive_failures} trials failed in a row "
-                        f"(last: {last.user_attrs.get('error', 'see the log')}). Fix the cause and rerun; the "
+                        f"(last: {last.user_attrs.get('error', 'see the log')}; every trial's error is in "
+                        f"{progress_table}). Fix the cause and rerun; the "
                         f"{count_complete(study)} COMPLETE trial(s) are kept. The limit is "
                         "optuna.max_consecutive_failures."
                     )
@@ -637,14 +773,14 @@ def _optimize_until_complete(
                 consecutive_failures = 0
 
 
-def log_summary_run(study: optuna.Study, settings: StudySettings, wandb_dir: Path | None) -> None:
-    """A W&B run for the whole study (after this process ran trials): trials table, importances, best."""
+def log_summary_run(study: optuna.Study, settings: StudySettings, wandb_dir: Path | None) -> bool:
+    """A W&B run for the whole study: trials table, importances, best. Returns whether it was logged."""
     from finetune_hpo.report import parameter_importances
     from finetune_hpo.tracking import log_study_summary
 
     wandb_config = settings.config["wandb"]
     if wandb_config["mode"] == "disabled" or count_complete(study) == 0:
-        return
+        return False
     best = study.best_trial
     log_study_summary(
         project=wandb_config["project"],
@@ -656,6 +792,7 @@ def log_summary_run(study: optuna.Study, settings: StudySettings, wandb_dir: Pat
         importances=parameter_importances(study)[0],
         directory=wandb_dir,
     )
+    return True
 
 
 def write_best_predictions(study: optuna.Study, paths: StudyPaths) -> None:

@@ -100,6 +100,7 @@ class TrialOutcome:
         qa_predictions: QA only: the last evaluation's predictions.
         precision: The precision the trial really trained in (``fp32``, ``bf16`` or ``fp16``).
         n_gpu: GPUs the Trainer used; the effective batch is per-device x accumulation x max(1, n_gpu).
+        gpu_name: The GPU model, when one was used.
         lora_target_modules: LoRA only: the modules adapted, as resolved for this model.
         lora_modules_to_save: LoRA only: modules trained in full besides the adapters (head included).
         model: The trained model, when ``TrainingSetup.keep_model`` is set.
@@ -117,6 +118,7 @@ class TrialOutcome:
     qa_predictions: list[QAPrediction] | None = None
     precision: str = "fp32"
     n_gpu: int = 0
+    gpu_name: str | None = None
     lora_target_modules: str | list[str] | None = None
     lora_modules_to_save: list[str] | None = None
     model: torch.nn.Module | None = field(default=None, repr=False)
@@ -124,6 +126,19 @@ class TrialOutcome:
     @property
     def effective_batch_size(self) -> int:
         return self.per_device_batch_size * self.gradient_accumulation_steps * max(1, self.n_gpu)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a trial's result depends on (recorded so Phase 2 can rerun it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for package in ("torch", "transformers", "peft", "optuna", "datasets", "finetune-hpo"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
 
 
 def seed_everything(seed: int) -> None:
@@ -559,6 +574,7 @@ def _train_once(
         qa_predictions=qa_scorer.last_predictions if qa_scorer else None,
         precision=precision,
         n_gpu=n_gpu,
+        gpu_name=torch.cuda.get_device_name(0) if n_gpu else None,
         lora_target_modules=lora_targets,
         lora_modules_to_save=(
             sorted({*lora_to_save, *head_module_names(setup.task)}) if lora_to_save is not None else None

@@ -41,13 +41,14 @@ def configure_logging(log_file: str | Path | None = None, level: int = logging.I
 @contextmanager
 def rule_context(smk: Any) -> Iterator[None]:
     """Logging for the job, and one clear line (not a traceback) for errors a user can fix."""
+    from finetune_hpo.evaluation import EvaluationError
     from finetune_hpo.export import ExportError
     from finetune_hpo.study import StudyError
 
     configure_logging(smk.log[0] if smk.log else None)
     try:
         yield
-    except (*USER_ERRORS, StudyError, ExportError) as err:
+    except (*USER_ERRORS, StudyError, ExportError, EvaluationError) as err:
         logger.error("%s", err)
         sys.exit(1)
     except KeyboardInterrupt:
@@ -101,7 +102,14 @@ def subsample_dataset(smk: Any) -> None:
         task = TASKS[smk.wildcards.task]
         task_config = smk.params.task_config
         splits = load_splits(task, task_config.get("data_files"))
-        drawn = subsample(task, splits, task_config["train_size"], task_config["validation_fraction"], smk.params.seed)
+        drawn = subsample(
+            task,
+            splits,
+            task_config["train_size"],
+            task_config["validation_fraction"],
+            smk.params.seed,
+            confirmation_max_rows=smk.params.confirmation_max_rows,
+        )
         summary = write_subsample(task, drawn, Path(smk.output.summary).parent, smk.params.seed)
         logger.info("%s: %s", task.name, json.dumps(summary["splits"]))
 
@@ -144,14 +152,30 @@ def run_study(smk: Any) -> None:
         )
 
 
+def score_best_model(smk: Any) -> None:
+    from finetune_hpo.evaluation import write_scores
+
+    with rule_context(smk):
+        claim_gpu()  # before torch starts: one GPU per job, as for the studies
+        write_scores(
+            Path(smk.params.model),
+            [Path(smk.input.selection), Path(smk.input.confirmation)],
+            Path(smk.output.scores),
+            task_name=smk.wildcards.task,
+        )
+
+
 def export_best_config(smk: Any) -> None:
     with rule_context(smk):
         settings = study_settings(smk.config, smk.wildcards.task, smk.wildcards.method)
-        export_study(settings, Path(smk.params.study_dir), Path(smk.input.summary), Path(smk.output.optimal))
+        scores = Path(smk.input.scores) if smk.input.get("scores") else None
+        export_study(settings, Path(smk.params.study_dir), Path(smk.input.summary), Path(smk.output.optimal), scores)
 
 
-def export_study(settings: Any, study_dir: Path, summary_path: Path, out_path: Path) -> dict[str, Any]:
-    """Load a study from its storage and export its best configuration."""
+def export_study(
+    settings: Any, study_dir: Path, summary_path: Path, out_path: Path, scores_path: Path | None = None
+) -> dict[str, Any]:
+    """Load a study from its storage and export its best configuration (with the best model's scores)."""
     import optuna
 
     from finetune_hpo.export import export_best_config as export
@@ -169,7 +193,8 @@ def export_study(settings: Any, study_dir: Path, summary_path: Path, out_path: P
         raise StudyError(f"study {settings.study_name} is not in its storage; run rule run_study first") from err
     url = resolve_storage_url(storage_setting)
     label = redact_url(url) if url else str(paths.journal)
-    return export(study, settings, json.loads(summary_path.read_text()), out_path, label)
+    scores = json.loads(scores_path.read_text()) if scores_path is not None else None
+    return export(study, settings, json.loads(summary_path.read_text()), out_path, label, scores)
 
 
 def check_phase1(smk: Any) -> None:

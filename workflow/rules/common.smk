@@ -79,6 +79,18 @@ def get_model_input(wildcards):
     return []
 
 
+def get_best_model_dir(wildcards):
+    """The study's saved best model (a symlink run_study swaps when a trial beats it)."""
+    return f"results/studies/{wildcards.task}_{wildcards.method}/best_model"
+
+
+def get_best_model_scores(wildcards):
+    """The independent scores of the saved best model, when the workflow keeps one."""
+    if not config["selection"]["save_best_model"]:
+        return []
+    return f"results/studies/{wildcards.task}_{wildcards.method}/best_model_scores.json"
+
+
 def get_task_config(wildcards):
     return config["tasks"][wildcards.task]
 
@@ -93,6 +105,12 @@ def get_study_definition(wildcards):
         "model": config["model"],
         "seed": config["seed"],
     }
+
+
+def get_confirmation_max_rows():
+    """Held-out validation rows that score the best model (0 without a saved best model)."""
+    selection = config["selection"]
+    return selection["confirmation_max_rows"] if selection["save_best_model"] else 0
 
 
 def is_demo_model():

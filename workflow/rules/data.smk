@@ -7,6 +7,7 @@ rule subsample_dataset:
     output:
         train="results/data/{task}/train.jsonl",
         validation="results/data/{task}/validation.jsonl",
+        confirmation="results/data/{task}/confirmation.jsonl",
         summary="results/data/{task}/summary.json",
     log:
         f"{LOGS}/subsample_dataset/{{task}}.log",
@@ -17,6 +18,7 @@ rule subsample_dataset:
     params:
         task_config=get_task_config,
         seed=config["seed"],
+        confirmation_max_rows=get_confirmation_max_rows(),
     script:
         "../scripts/subsample_dataset.py"
 

@@ -52,10 +52,33 @@ rule run_study:
         "../scripts/run_study.py"
 
 
+rule score_best_model:
+    # The independent check of the exported score: the saved best model, reloaded with plain
+    # transformers/peft code, on the selection set (must reproduce best_value) and the held-out rows.
+    input:
+        trials=rules.run_study.output.trials,
+        selection=rules.subsample_dataset.output.validation,
+        confirmation=rules.subsample_dataset.output.confirmation,
+    output:
+        scores="results/studies/{task}_{method}/best_model_scores.json",
+    log:
+        f"{LOGS}/score_best_model/{{task}}_{{method}}.log",
+    conda:
+        "../../environment.yml"
+    resources:
+        gpu=1,
+    params:
+        # Written by run_study beside its journal (kept like it, so not an output).
+        model=get_best_model_dir,
+    script:
+        "../scripts/score_best_model.py"
+
+
 rule export_best_config:
     input:
         trials=rules.run_study.output.trials,
         summary=rules.subsample_dataset.output.summary,
+        scores=get_best_model_scores,
     output:
         optimal="analysis/{task}_{method}_optimal.yaml",
     log:

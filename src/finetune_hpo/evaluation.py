@@ -1,0 +1,278 @@
+"""An independent check of an exported score: reload a saved model with plain transformers/peft code and
+score it on a data file, one batch after another in file order, without the Trainer.
+
+``finetune-hpo evaluate`` and rule ``score_best_model`` run this on the selection set (it must reproduce
+the study's best value) and on the held-out confirmation rows (an unbiased estimate of the winner).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from finetune_hpo.best_model import read_best_model_info
+from finetune_hpo.config import SUPPORTED_DATA_SUFFIXES
+from finetune_hpo.data import DataError, check_columns
+from finetune_hpo.metrics import (
+    classification_metrics,
+    classification_standard_error,
+    squad_v2_metrics,
+    squad_v2_question_scores,
+    standard_error_of_mean,
+)
+from finetune_hpo.qa import QAWindowing, postprocess_predictions, prepare_validation_features
+from finetune_hpo.tasks import TASKS, TaskSpec
+
+logger = logging.getLogger(__name__)
+
+
+class EvaluationError(RuntimeError):
+    """A saved model or data file that cannot be scored; the message names it."""
+
+
+@dataclass
+class Evaluation:
+    """The score of a saved model on one data file.
+
+    Args:
+        model_dir: The saved model's folder.
+        data_file: The scored file.
+        data_sha256: Hash of the scored file.
+        task: The task.
+        metric: The objective's metric.
+        value: The metric in percent (``None`` for an empty file).
+        standard_error: Its standard error in points (binomial, per-question or bootstrap).
+        size: Rows (questions for QA) scored.
+        metrics: Every metric.
+        trial: The study trial the model came from.
+    """
+
+    model_dir: str
+    data_file: str
+    data_sha256: str
+    task: str
+    metric: str
+    value: float | None
+    standard_error: float | None
+    size: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    trial: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_saved_model(model_dir: Path, base_model: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
+    """Load a model saved by the workflow: ``AutoModelFor...`` for full weights, ``PeftModel`` for an adapter.
+
+    Args:
+        model_dir: A ``best_model`` folder.
+        base_model: LoRA only: the base model to put the adapter on (default: the one it was trained on).
+
+    Returns:
+        The model (in eval mode, float32), its tokenizer and the workflow's info about it.
+    """
+    import torch
+    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer
+
+    model_dir = Path(model_dir)
+    info = read_best_model_info(model_dir)
+    if info is None:
+        raise EvaluationError(f"{model_dir} holds no model saved by finetune-hpo (no finetune_hpo.json)")
+    task = TASKS[info["task"]]
+    auto_class = AutoModelForSequenceClassification if task.is_classification else AutoModelForQuestionAnswering
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    if (model_dir / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        head = {"num_labels": task.num_labels} if task.is_classification else {}
+        base = auto_class.from_pretrained(base_model or info["base_model"], dtype=torch.float32, **head)
+        model = PeftModel.from_pretrained(base, str(model_dir))
+    else:
+        model = auto_class.from_pretrained(str(model_dir), dtype=torch.float32)
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    return model.eval(), tokenizer, info
+
+
+def read_rows(data_file: Path, task: TaskSpec) -> list[dict[str, Any]]:
+    """The rows of a data file in the task's hub schema (json/jsonl/csv/parquet), in file order."""
+    import datasets
+
+    data_file = Path(data_file)
+    if not data_file.is_file():
+        raise DataError(f"data file {data_file} does not exist")
+    if data_file.suffix not in SUPPORTED_DATA_SUFFIXES:
+        raise DataError(f"{data_file}: unsupported suffix; use one of {', '.join(SUPPORTED_DATA_SUFFIXES)}")
+    if data_file.stat().st_size == 0:
+        return []
+    check_columns(data_file, task, where="--data")
+    rows = datasets.load_dataset(SUPPORTED_DATA_SUFFIXES[data_file.suffix], data_files=str(data_file))["train"]
+    return rows.to_list()
+
+
+def _forward_in_order(model: Any, tokenizer: Any, features: list[dict[str, Any]], batch_size: int) -> list[Any]:
+    """Model outputs of every feature, batch by batch in the given order, on the model's device."""
+    import torch
+
+    device = next(model.parameters()).device
+    outputs = []
+    with torch.inference_mode():
+        for begin in range(0, len(features), batch_size):
+            batch = tokenizer.pad(features[begin : begin + batch_size], return_tensors="pt")
+            outputs.append(model(**{key: value.to(device) for key, value in batch.items()}))
+    return outputs
+
+
+def score_saved_model(
+    model_dir: Path, data_file: Path, *, batch_size: int = 32, base_model: str | None = None
+) -> Evaluation:
+    """Score the saved model at ``model_dir`` on ``data_file`` with the settings it was trained with.
+
+    Raises:
+        EvaluationError: the folder holds no saved model.
+        DataError: the file is missing or lacks the task's columns.
+    """
+    model, tokenizer, info = load_saved_model(model_dir, base_model)
+    return score_loaded_model(model, tokenizer, info, Path(model_dir), Path(data_file), batch_size=batch_size)
+
+
+def score_loaded_model(
+    model: Any, tokenizer: Any, info: Mapping[str, Any], model_dir: Path, data_file: Path, *, batch_size: int = 32
+) -> Evaluation:
+    """:func:`score_saved_model` for a model already loaded by :func:`load_saved_model`."""
+    task = TASKS[info["task"]]
+    rows = read_rows(Path(data_file), task)
+    digest = hashlib.sha256(Path(data_file).read_bytes()).hexdigest()
+    result = Evaluation(
+        model_dir=str(model_dir),
+        data_file=str(data_file),
+        data_sha256=digest,
+        task=task.name,
+        metric=task.metric,
+        value=None,
+        standard_error=None,
+        size=len(rows),
+        trial=info.get("trial"),
+    )
+    if not rows:
+        return result
+    if task.is_classification:
+        _score_classification(result, model, tokenizer, rows, task, info, batch_size)
+    else:
+        _score_qa(result, model, tokenizer, rows, task, info, batch_size)
+    logger.info(
+        "%s on %s: %s=%.2f ± %.2f (n=%d)",
+        model_dir,
+        data_file,
+        task.metric,
+        result.value,
+        result.standard_error or float("nan"),
+        result.size,
+    )
+    return result
+
+
+def _score_classification(
+    result: Evaluation,
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, Any]],
+    task: TaskSpec,
+    info: Mapping[str, Any],
+    batch_size: int,
+) -> None:
+    texts = [[row[column] for row in rows] for column in task.text_columns]
+    encoded = tokenizer(*texts, truncation=True, max_length=int(info["max_seq_length"]), padding=False)
+    features = [{key: encoded[key][index] for key in encoded} for index in range(len(rows))]
+    logits = np.concatenate(
+        [out.logits.float().cpu().numpy() for out in _forward_in_order(model, tokenizer, features, batch_size)]
+    )
+    predictions = logits.argmax(axis=-1)
+    labels = np.asarray([row[task.label_column] for row in rows])
+    result.metrics = classification_metrics(predictions, labels)
+    result.value = result.metrics[task.metric]
+    result.standard_error = classification_standard_error(task.metric, predictions, labels)
+
+
+def _score_qa(
+    result: Evaluation,
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, Any]],
+    task: TaskSpec,
+    info: Mapping[str, Any],
+    batch_size: int,
+) -> None:
+    qa = info["qa"]
+    columns = {key: [row[key] for row in rows] for key in rows[0]}
+    windows = prepare_validation_features(
+        columns, tokenizer, QAWindowing(int(qa["max_seq_length"]), int(qa["doc_stride"])), task.id_column
+    )
+    inputs = [key for key in ("input_ids", "attention_mask", "token_type_ids") if key in windows]
+    features = [{key: windows[key][index] for key in inputs} for index in range(len(windows["input_ids"]))]
+    starts, ends = [], []
+    for out in _forward_in_order(model, tokenizer, features, batch_size):
+        starts.extend(out.start_logits.float().cpu().numpy())
+        ends.extend(out.end_logits.float().cpu().numpy())
+    window_rows = [
+        {"example_id": example_id, "offset_mapping": offsets}
+        for example_id, offsets in zip(windows["example_id"], windows["offset_mapping"], strict=True)
+    ]
+    predictions = postprocess_predictions(
+        rows,
+        window_rows,
+        starts,
+        ends,
+        id_column=task.id_column,
+        n_best=int(qa["n_best"]),
+        max_answer_length=int(qa["max_answer_length"]),
+        null_score_threshold=float(qa["null_score_threshold"]),
+    )
+    answers = {prediction.id: prediction.prediction_text for prediction in predictions}
+    golds = {row[task.id_column]: row[task.label_column]["text"] for row in rows}
+    result.metrics = squad_v2_metrics(answers, golds)
+    result.value = result.metrics[task.metric]
+    exact, f1, _ = squad_v2_question_scores(answers, golds)
+    result.standard_error = standard_error_of_mean(list((f1 if task.metric == "f1" else exact).values()))
+
+
+def write_scores(
+    model_dir: Path,
+    data_files: list[Path],
+    out_path: Path | None,
+    *,
+    task_name: str | None = None,
+    batch_size: int = 32,
+    base_model: str | None = None,
+) -> dict[str, Any]:
+    """Score the saved model on each file; write ``{"model": ..., "scores": {<file stem>: ...}}`` to ``out_path``.
+
+    Raises:
+        EvaluationError: no saved model, or one of another task than ``task_name``.
+    """
+    from finetune_hpo.io import write_json_atomic
+
+    if read_best_model_info(Path(model_dir)) is None:
+        raise EvaluationError(
+            f"{model_dir} holds no model saved by finetune-hpo; was the study run with selection.save_best_model?"
+        )
+    model, tokenizer, info = load_saved_model(Path(model_dir), base_model)
+    if task_name is not None and info["task"] != task_name:
+        raise EvaluationError(f"{model_dir} holds a {info['task']} model, not a {task_name} one")
+    scores = {
+        Path(data_file).stem: score_loaded_model(
+            model, tokenizer, info, Path(model_dir), Path(data_file), batch_size=batch_size
+        ).to_dict()
+        for data_file in data_files
+    }
+    document = {"model": str(model_dir), "task": info["task"], "trial": info["trial"], "scores": scores}
+    if out_path is not None:
+        write_json_atomic(out_path, document)
+    return document

@@ -1,0 +1,143 @@
+"""The best trial's model is kept, reloads with plain transformers/peft code in another process, and scores
+what the study exported; the same parameters retrain to the same value in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from finetune_hpo.best_model import INFO_FILE, read_best_model_info, save_if_best
+from finetune_hpo.config import check_config, study_settings
+from finetune_hpo.demo import generate_task_data
+from finetune_hpo.study import StudyPaths, run_study
+from finetune_hpo.tasks import TASKS
+from finetune_hpo.training import load_base_model
+from tests.helpers import prepare_task, small_config
+
+SUBPROCESS_TIMEOUT = 300
+
+
+def _study(tmp_path: Path, tiny_model: Path, task: str, method: str, n_trials: int = 3):
+    config = small_config(tmp_path, tiny_model, tasks=(task,), n_trials=n_trials, train_size=80)
+    generate_task_data(task, tmp_path / "synthetic" / task, 300, 200, seed=0)
+    summary = prepare_task(tmp_path, config, task)
+    settings = study_settings(check_config(config), task, method)
+    study_dir = tmp_path / "results" / "studies" / settings.study_name
+    study = run_study(settings, tmp_path / "results" / "tokenized" / task, summary, study_dir)
+    return config, settings, study, StudyPaths(study_dir)
+
+
+@pytest.mark.parametrize(
+    ("task", "method"),
+    [("sst2", "full_finetune"), ("sst2", "lora"), ("squad_v2", "full_finetune"), ("squad_v2", "lora")],
+)
+def test_saved_best_model_reloaded_in_a_fresh_process_reproduces_best_value(
+    tmp_path: Path, tiny_model: Path, task: str, method: str
+) -> None:
+    _, _, study, paths = _study(tmp_path, tiny_model, task, method)
+    info = read_best_model_info(paths.best_model)
+    assert info is not None and info["trial"] == study.best_trial.number
+    assert info["value"] == study.best_value
+    assert (paths.best_model / "README.md").read_text().startswith("---\nlibrary_name:")
+    # LoRA keeps the adapter (and its trained head), not a copy of the base weights.
+    assert (paths.best_model / "adapter_config.json").is_file() == (method == "lora")
+    scores = tmp_path / "scores.json"
+    selection = tmp_path / "results" / "data" / task / "validation.jsonl"
+    confirmation = tmp_path / "results" / "data" / task / "confirmation.jsonl"
+    command = [sys.executable, "-m", "finetune_hpo.cli", "evaluate", "--model", str(paths.best_model)]
+    command += ["--task", task, "--data", str(selection), "--data", str(confirmation), "--out", str(scores)]
+    command += ["--batch-size", "7"]  # not the study's eval batch: the score must not depend on it
+    subprocess.run(command, check=True, timeout=SUBPROCESS_TIMEOUT, capture_output=True)
+    result = json.loads(scores.read_text())["scores"]
+    assert result["validation"]["value"] == pytest.approx(study.best_value, abs=0.01)
+    assert result["validation"]["size"] == 40
+    assert result["validation"]["standard_error"] > 0
+    # The confirmation rows: the validation split minus the selection set.
+    assert result["confirmation"]["size"] == 160
+    assert 0.0 <= result["confirmation"]["value"] <= 100.0
+
+
+def test_best_model_is_replaced_only_when_a_later_trial_beats_it(tmp_path: Path, tiny_model: Path) -> None:
+    from finetune_hpo.preprocess import load_tokenizer
+
+    task = TASKS["sst2"]
+    model = load_base_model(task, str(tiny_model), seed=0)
+    tokenizer = load_tokenizer(str(tiny_model))
+    directory = tmp_path / "best_model"
+    base = {"task": "sst2", "method": "full_finetune", "metric": "accuracy", "study_name": "sst2_full_finetune"}
+    base |= {"base_model": str(tiny_model), "params": {"learning_rate": 0.001}}
+
+    def save(trial: int, value: float) -> bool:
+        return save_if_best(model, tokenizer, directory, {**base, "trial": trial, "value": value})
+
+    assert save(0, 50.0)
+    assert not save(1, 40.0)
+    assert not save(2, 50.0)  # a tie keeps the earlier trial, as Optuna's best_trial does
+    assert read_best_model_info(directory)["trial"] == 0
+    assert save(3, 60.0)
+    assert directory.is_symlink() and read_best_model_info(directory)["trial"] == 3
+    # The replaced model's folder is gone; no staging folder is left behind.
+    assert sorted(path.name for path in tmp_path.iterdir() if not path.name.startswith(".best_model.lock")) == [
+        "best_model",
+        "best_model.trial-3",
+    ]
+    assert (directory / INFO_FILE).is_file() and (directory / "config.json").is_file()
+
+
+def test_no_model_is_kept_when_turned_off(tmp_path: Path, tiny_model: Path) -> None:
+    config = small_config(tmp_path, tiny_model, n_trials=1)
+    config["selection"] = {"save_best_model": False}
+    summary = prepare_task(tmp_path, config, "sst2")
+    settings = study_settings(check_config(config), "sst2", "full_finetune")
+    study_dir = tmp_path / "results" / "studies" / settings.study_name
+    run_study(settings, tmp_path / "results" / "tokenized" / "sst2", summary, study_dir)
+    assert not StudyPaths(study_dir).best_model.exists()
+
+
+RERUN_SCRIPT = """
+import json, sys
+from pathlib import Path
+import yaml
+from finetune_hpo.config import check_config, study_settings
+from finetune_hpo.preprocess import load_tokenized, load_tokenizer
+from finetune_hpo.search_space import HyperParameters
+from finetune_hpo.training import TrainingSetup, load_base_model, train_and_evaluate
+
+config_path, tokenized, params = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
+settings = study_settings(check_config(yaml.safe_load(Path(config_path).read_text())), "sst2", "lora")
+model = settings.model_name_or_path
+setup = TrainingSetup(task=settings.task, method="lora", seed=settings.seed,
+                      eval_batch_size=settings.config["training"]["eval_batch_size"],
+                      lora_target_modules=settings.config["model"]["lora_target_modules"])
+outcome = train_and_evaluate(setup, load_base_model(settings.task, model, seed=settings.seed),
+                             load_tokenizer(model), load_tokenized(tokenized), HyperParameters.from_params(params))
+print(json.dumps({"value": outcome.value}))
+"""
+
+
+def test_best_trial_parameters_retrain_to_the_same_value_in_a_fresh_process(tmp_path: Path, tiny_model: Path) -> None:
+    from tests.helpers import write_config
+
+    config, _, study, _ = _study(tmp_path, tiny_model, "sst2", "lora", n_trials=3)
+    config_path = write_config(tmp_path / "config.yaml", config)
+    # The best trial ran after other trials had drawn from the RNGs; a fresh process starts clean.
+    output = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            RERUN_SCRIPT,
+            str(config_path),
+            str(tmp_path / "results" / "tokenized" / "sst2"),
+            json.dumps(study.best_trial.params),
+        ],
+        check=True,
+        timeout=SUBPROCESS_TIMEOUT,
+        capture_output=True,
+        text=True,
+    )
+    value = json.loads(output.stdout.strip().splitlines()[-1])["value"]
+    assert value == pytest.approx(study.best_value, abs=1e-6)
