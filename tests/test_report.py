@@ -14,7 +14,7 @@ import yaml
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from finetune_hpo.config import OPTIMAL_SCHEMA, check_config, study_settings
+from finetune_hpo.config import check_config, study_settings
 from finetune_hpo.export import export_best_config, render_yaml
 from finetune_hpo.report import (
     TABLE_COLUMNS,
@@ -30,15 +30,6 @@ from tests.conftest import real_config
 
 SUMMARY = {"splits": {split: {"size": 10, "sha256": "c" * 64} for split in ("train", "validation")}}
 VALUES = [60.0, 72.0, 65.0, 58.0, 70.0, 80.0, 79.0, 61.0, 75.0, 77.0]
-# Keys the exporter gained with the selection/confirmation split; files written before it lack them.
-SPLIT_KEYS = {
-    "selection_value": {"type": "number"},
-    "selection_size": {"type": "integer"},
-    "selection_standard_error": {"type": ["number", "null"]},
-    "confirmation_value": {"type": ["number", "null"]},
-    "confirmation_size": {"type": "integer"},
-    "confirmation_standard_error": {"type": ["number", "null"]},
-}
 
 
 def _study() -> optuna.Study:
@@ -61,10 +52,9 @@ def _study() -> optuna.Study:
 
 
 def _rewrite_optimal(path: Path, **split_keys: Any) -> None:
-    """Rewrite an exported YAML as an older file (no split keys), then with ``split_keys`` added."""
+    """Rewrite an exported YAML with ``split_keys`` replaced (exported without a saved model, it holds the
+    binomial selection error at the validation size and no confirmation value)."""
     document = yaml.safe_load(path.read_text())
-    for key in SPLIT_KEYS:
-        document.pop(key, None)
     path.write_text(render_yaml({**document, **split_keys}))
 
 
@@ -74,19 +64,7 @@ def exported(tmp_path: Path) -> tuple[optuna.Study, Path]:
     settings = study_settings(check_config(real_config()), "rte", "full_finetune")
     path = tmp_path / "rte_full_finetune_optimal.yaml"
     export_best_config(study, settings, SUMMARY, path, "journal")
-    _rewrite_optimal(path)  # the numbers below assume the selection set is the whole validation set (n=10)
     return study, path
-
-
-@pytest.fixture
-def schema_with_split_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The optimal schema admitting the split keys, which the exporter's schema change may not have added yet."""
-    schema = yaml.safe_load(OPTIMAL_SCHEMA.read_text())
-    for key, spec in SPLIT_KEYS.items():
-        schema["properties"].setdefault(key, {**spec, "description": key, "default": None})
-    patched = tmp_path / "optimal.schema.yaml"
-    patched.write_text(yaml.safe_dump(schema))
-    monkeypatch.setattr("finetune_hpo.export.OPTIMAL_SCHEMA", patched)
 
 
 def _csv_row(review: StudyReview) -> dict[str, str]:
@@ -221,7 +199,7 @@ def test_chance_that_tpe_wins_at_random_is_guided_over_all(tmp_path: Path) -> No
     assert float(_csv_row(review)["p_tpe_beats_random_by_chance"]) == pytest.approx(3 / 7)
 
 
-def test_standard_error_is_binomial_at_the_selection_size(exported, schema_with_split_keys) -> None:
+def test_standard_error_is_binomial_at_the_selection_size(exported) -> None:
     study, path = exported
     older = review_study("rte_full_finetune", path, study, expected_trials=10, n_startup_trials=4)
     assert older.selection_size == 10  # dataset.validation_size
@@ -237,7 +215,7 @@ def test_standard_error_is_binomial_at_the_selection_size(exported, schema_with_
     assert _cell(review, "gap > 5") == f"PASS, noise={2 * math.sqrt(2) * standard_error:.2f}"
 
 
-def test_confirmation_renders_dash_for_older_yaml_and_value_when_exported(exported, schema_with_split_keys) -> None:
+def test_confirmation_renders_dash_for_older_yaml_and_value_when_exported(exported) -> None:
     study, path = exported
     older = review_study("rte_full_finetune", path, study, expected_trials=10, n_startup_trials=4)
     assert older.confirmation_value is None
