@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune_hpo.best_model import INFO_FILE, read_best_model_info, save_if_best
+from finetune_hpo.best_model import best_complete_trial, promote_best_model, read_best_model_info, save_trial_model
 from finetune_hpo.config import check_config, study_settings
 from finetune_hpo.demo import generate_task_data
 from finetune_hpo.study import StudyPaths, run_study
@@ -61,7 +61,10 @@ def test_saved_best_model_reloaded_in_a_fresh_process_reproduces_best_value(
     assert 0.0 <= result["confirmation"]["value"] <= 100.0
 
 
-def test_best_model_is_replaced_only_when_a_later_trial_beats_it(tmp_path: Path, tiny_model: Path) -> None:
+def test_best_model_links_the_best_complete_trial_never_a_failed_one(tmp_path: Path, tiny_model: Path) -> None:
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
     from finetune_hpo.preprocess import load_tokenizer
 
     task = TASKS["sst2"]
@@ -70,22 +73,35 @@ def test_best_model_is_replaced_only_when_a_later_trial_beats_it(tmp_path: Path,
     directory = tmp_path / "best_model"
     base = {"task": "sst2", "method": "full_finetune", "metric": "accuracy", "study_name": "sst2_full_finetune"}
     base |= {"base_model": str(tiny_model), "params": {"learning_rate": 0.001}}
+    distributions = {"x": optuna.distributions.FloatDistribution(0, 1)}
 
-    def save(trial: int, value: float) -> bool:
-        return save_if_best(model, tokenizer, directory, {**base, "trial": trial, "value": value})
+    def trial(number: int, state: TrialState, value: float | None) -> optuna.trial.FrozenTrial:
+        frozen = create_trial(state=state, value=value, params={"x": 0.5}, distributions=distributions)
+        frozen.number = number
+        if value is not None:
+            save_trial_model(model, tokenizer, directory, {**base, "trial": number, "value": value})
+        return frozen
 
-    assert save(0, 50.0)
-    assert not save(1, 40.0)
-    assert not save(2, 50.0)  # a tie keeps the earlier trial, as Optuna's best_trial does
-    assert read_best_model_info(directory)["trial"] == 0
-    assert save(3, 60.0)
-    assert directory.is_symlink() and read_best_model_info(directory)["trial"] == 3
-    # The replaced model's folder is gone; no staging folder is left behind.
-    assert sorted(path.name for path in tmp_path.iterdir() if not path.name.startswith(".best_model.lock")) == [
+    trials = [trial(0, TrialState.COMPLETE, 50.0), trial(1, TrialState.COMPLETE, 40.0)]
+    # Killed after its model was saved: FAIL, though it scored higher.
+    trials.append(trial(2, TrialState.FAIL, None))
+    save_trial_model(model, tokenizer, directory, {**base, "trial": 2, "value": 90.0})
+    trials.append(trial(3, TrialState.COMPLETE, 50.0))  # a tie keeps the earlier trial
+    trials.append(trial(4, TrialState.RUNNING, None))  # another worker's, still training
+    save_trial_model(model, tokenizer, directory, {**base, "trial": 4, "value": 95.0})
+    assert promote_best_model(directory, trials) == tmp_path / "best_model.trial-0"
+    assert directory.is_symlink() and read_best_model_info(directory)["trial"] == 0
+    assert best_complete_trial(trials).number == 0
+    # The finished losers' folders are gone, the running trial's is kept, no staging folder is left.
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == [
         "best_model",
-        "best_model.trial-3",
+        "best_model.trial-0",
+        "best_model.trial-4",
     ]
-    assert (directory / INFO_FILE).is_file() and (directory / "config.json").is_file()
+    trials[4] = trial(4, TrialState.COMPLETE, 95.0)
+    promote_best_model(directory, trials)
+    assert read_best_model_info(directory)["trial"] == 4 and (directory / "config.json").is_file()
+    assert not (tmp_path / "best_model.trial-0").exists()
 
 
 def test_no_model_is_kept_when_turned_off(tmp_path: Path, tiny_model: Path) -> None:

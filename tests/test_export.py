@@ -95,7 +95,15 @@ def _scores(trial: int, selection: float, confirmation: float | None = 78.0) -> 
 
     scores = {"validation": result("validation", selection, 50) | {"trial": trial}}
     scores["confirmation"] = result("confirmation", confirmation, 358 if confirmation is not None else 0)
-    return {"model": "results/studies/mrpc_lora/best_model", "task": "mrpc", "trial": trial, "scores": scores}
+    params = {"learning_rate": 1e-5 * (trial + 1), "batch_size": 2}
+    return {
+        "model": "results/studies/mrpc_lora/best_model",
+        "task": "mrpc",
+        "trial": trial,
+        "params": params,
+        "fingerprint": "0123456789abcdef",
+        "scores": scores,
+    }
 
 
 def test_export_records_the_independent_check_and_the_confirmation_value(tmp_path: Path) -> None:
@@ -125,9 +133,21 @@ def test_scores_of_another_trial_are_refused(tmp_path: Path) -> None:
         export_best_config(
             _study([71.0, None, 84.5]), _settings(2), SUMMARY, tmp_path / "x.yaml", "journal", _scores(0, 71.0)
         )
+    stale = _scores(2, 84.5) | {"fingerprint": "fedcba9876543210"}  # the same number in another study
+    with pytest.raises(ExportError, match="not of the best trial 2"):
+        export_best_config(_study([71.0, None, 84.5]), _settings(2), SUMMARY, tmp_path / "x.yaml", "journal", stale)
 
 
-def test_without_a_saved_model_the_selection_error_is_binomial(tmp_path: Path) -> None:
+def test_a_tie_exports_the_earlier_trial(tmp_path: Path) -> None:
+    document = export_best_config(_study([80.0, 84.0, 84.0]), _settings(3), SUMMARY, tmp_path / "x.yaml", "journal")
+    assert document["best_trial"] == 1
+
+
+def test_without_a_saved_model_only_accuracy_gets_a_binomial_error(tmp_path: Path) -> None:
     document = export_best_config(_study([60.0, 80.0]), _settings(2), SUMMARY, tmp_path / "x.yaml", "journal")
+    assert document["selection_standard_error"] is None  # MRPC's F1 is no proportion
+    rte = study_settings(check_config(real_config()), "rte", "lora")
+    rte.config["optuna"]["n_trials"] = 2
+    document = export_best_config(_study([60.0, 80.0]), rte, SUMMARY, tmp_path / "y.yaml", "journal")
     assert document["selection_standard_error"] == pytest.approx(100 * (0.8 * 0.2 / 50) ** 0.5)
     assert document["confirmation_value"] is None and document["best_model"] is None

@@ -165,9 +165,16 @@ def test_release_restores_the_environment_and_frees_the_lock(tmp_path: Path, hol
 
 
 def test_lock_dir_defaults_to_the_environment_setting(tmp_path: Path) -> None:
-    environ = {"CUDA_VISIBLE_DEVICES": "7", "FINETUNE_HPO_GPU_LOCK_DIR": str(tmp_path / "locks")}
-    assert claim_gpu(environ=environ) == "7"
-    assert (tmp_path / "locks" / "gpu-7.lock").is_file()
+    environ = {"CUDA_VISIBLE_DEVICES": "6,7", "FINETUNE_HPO_GPU_LOCK_DIR": str(tmp_path / "locks")}
+    assert claim_gpu(environ=environ) == "6"
+    assert (tmp_path / "locks" / "gpu-6.lock").is_file()
+
+
+def test_one_device_assigned_by_a_scheduler_is_taken_without_a_lock(tmp_path: Path) -> None:
+    # Under SLURM's device cgroups every job sees its own GPU as "0": a host-wide lock would serialise them.
+    environ = {"CUDA_VISIBLE_DEVICES": "0"}
+    assert claim_gpu(tmp_path, environ=environ) == "0"
+    assert environ == {"CUDA_VISIBLE_DEVICES": "0"} and not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(

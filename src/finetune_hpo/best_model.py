@@ -1,7 +1,8 @@
 """The best trial's model, kept: ``results/studies/<study>/best_model/`` with its tokenizer and a model card.
 
-It is written to a folder of its own and then swapped in by replacing a symlink, so a reader (or a kill)
-never sees half a model; it is replaced only when a later trial scores strictly higher. It reloads with
+A trial that beats the best COMPLETE trial writes its model to a folder of its own; once Optuna has
+stored it as COMPLETE, the ``best_model`` symlink is swapped to it, so a reader (or a kill) never sees
+half a model or the model of a trial that failed. It reloads with
 plain ``AutoModelFor...`` / ``peft.PeftModel.from_pretrained`` (see :mod:`finetune_hpo.evaluation`).
 """
 
@@ -12,10 +13,12 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
 
 from finetune_hpo.io import write_text_atomic
 
@@ -27,66 +30,122 @@ INFO_FILE = "finetune_hpo.json"
 
 
 def read_best_model_info(directory: Path) -> dict[str, Any] | None:
-    """The info of the saved best model at ``directory``; ``None`` when there is none."""
+    """The info of the saved model at ``directory``; ``None`` when there is none."""
     info = Path(directory) / INFO_FILE
     if not info.is_file():
         return None
     return json.loads(info.read_text())
 
 
+def best_complete_trial(trials: Iterable[FrozenTrial]) -> FrozenTrial | None:
+    """The best COMPLETE trial: the highest value, and on a tie the lowest number.
+
+    Optuna's ``best_trial`` breaks ties by storage order (the RDB storage arbitrarily); MRPC and RTE
+    scores move in 2-point steps, so ties are common, and the saved model, the export and the review
+    must all name the same trial.
+    """
+    complete = [trial for trial in trials if trial.state == TrialState.COMPLETE and trial.value is not None]
+    if not complete:
+        return None
+    return max(complete, key=lambda trial: (float(trial.value), -trial.number))
+
+
+def beats(value: float, number: int, best: FrozenTrial | None) -> bool:
+    """Whether a trial (``value``, ``number``) would become the best COMPLETE trial over ``best``."""
+    if best is None:
+        return True
+    return value > float(best.value) or (value == float(best.value) and number < best.number)
+
+
+def trial_model_dir(directory: Path, trial_number: int) -> Path:
+    """Where trial ``trial_number``'s model is written, beside the ``best_model`` link."""
+    return directory.with_name(f"{directory.name}.trial-{trial_number}")
+
+
 @contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """Serialise compare-and-swap between workers of one study that share a filesystem."""
+def _locked(directory: Path, mode: int = fcntl.LOCK_EX) -> Iterator[None]:
+    """Serialise saves and swaps between workers of one study that share a filesystem."""
     directory.parent.mkdir(parents=True, exist_ok=True)
-    with open(directory.parent / f".{directory.name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with open(directory.parent / f".{directory.name}.lock", "a") as handle:
+        fcntl.flock(handle, mode)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def save_if_best(model: Any, tokenizer: Any, directory: Path, info: Mapping[str, Any]) -> bool:
-    """Save ``model`` as the study's best when ``info["value"]`` beats the saved one (ties keep the earlier).
+def save_trial_model(model: Any, tokenizer: Any, directory: Path, info: Mapping[str, Any]) -> Path:
+    """Write a trial's model beside the ``best_model`` link (``best_model.trial-<n>``); the link is moved
+    by :func:`promote_best_model` once the trial is COMPLETE.
 
     Args:
         model: The trained model: a transformers model (full fine-tuning) or a peft model (LoRA: the
             adapter and the modules trained in full, the head included, are what is saved).
         tokenizer: The model's tokenizer, saved beside it.
-        directory: ``results/studies/<study>/best_model`` (a symlink to the current winner's folder).
-        info: Task, method, metric, value, trial, parameters, data hashes and settings of the trial.
-
-    Returns:
-        Whether the model was saved.
+        directory: ``results/studies/<study>/best_model``.
+        info: Task, method, metric, value, trial, parameters, fingerprint, data and settings of the trial.
     """
     directory = Path(directory)
+    target = trial_model_dir(directory, int(info["trial"]))
     with _locked(directory):
-        current = read_best_model_info(directory)
-        if current is not None and float(info["value"]) <= float(current["value"]):
-            return False
-        target = directory.with_name(f"{directory.name}.trial-{info['trial']}")
+        # Staging folders of killed saves; none can be in progress while we hold the lock.
+        for leftover in directory.parent.glob(f".{directory.name}.trial-*.partial-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
         staging = directory.with_name(f".{target.name}.partial-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        model.save_pretrained(str(staging))
+        if hasattr(model, "peft_config"):
+            # The vocabulary is never resized: the base embeddings need no copy in the adapter.
+            model.save_pretrained(str(staging), save_embedding_layers=False)
+        else:
+            model.save_pretrained(str(staging))
         tokenizer.save_pretrained(str(staging))
         write_text_atomic(staging / INFO_FILE, json.dumps(dict(info), indent=2, sort_keys=True) + "\n")
         write_text_atomic(staging / "README.md", model_card(info))
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
-        previous = directory.resolve() if directory.is_symlink() else None
-        if directory.exists() and not directory.is_symlink():
-            shutil.rmtree(directory)  # a plain folder from a copy: the symlink takes its place
-        link = directory.with_name(f".{directory.name}.link-{os.getpid()}")
-        link.unlink(missing_ok=True)
-        link.symlink_to(target.name)
-        os.replace(link, directory)  # atomic: readers see the old model or the new one, never neither
-        if previous is not None and previous != target.resolve():
-            shutil.rmtree(previous, ignore_errors=True)
-    logger.info(
-        "trial %s is the best so far (%s=%.2f): saved to %s", info["trial"], info["metric"], info["value"], target
-    )
-    return True
+    return target
+
+
+def promote_best_model(directory: Path, trials: Sequence[FrozenTrial]) -> Path | None:
+    """Point ``best_model`` at the best COMPLETE trial's saved model; drop the models of finished trials
+    that are not the best (a RUNNING trial's, another worker's, is kept).
+
+    The link is replaced atomically, so a reader sees the old model or the new one, never neither. A
+    trial whose model was saved but that then failed (killed during its last steps) is never promoted.
+
+    Returns:
+        The folder ``best_model`` now points to, or ``None`` when no COMPLETE trial has a saved model.
+    """
+    directory = Path(directory)
+    best = best_complete_trial(trials)
+    running = {trial.number for trial in trials if trial.state == TrialState.RUNNING}
+    with _locked(directory):
+        target = trial_model_dir(directory, best.number) if best is not None else None
+        if target is not None and (target / INFO_FILE).is_file():
+            if not (directory.is_symlink() and directory.resolve() == target.resolve()):
+                if directory.exists() and not directory.is_symlink():
+                    shutil.rmtree(directory)  # a plain folder from a copy: the link takes its place
+                link = directory.with_name(f".{directory.name}.link-{os.getpid()}")
+                link.unlink(missing_ok=True)
+                link.symlink_to(target.name)  # relative: the study folder can be moved as a whole
+                os.replace(link, directory)
+                logger.info("best model: trial %d (%s)", best.number, target)
+        else:
+            target = None
+        for folder in directory.parent.glob(f"{directory.name}.trial-*"):
+            number = int(folder.name.rsplit("-", 1)[1])
+            if folder != (target or Path()) and number not in running:
+                shutil.rmtree(folder, ignore_errors=True)
+    return target
+
+
+def resolve_saved_model(directory: Path) -> Path:
+    """The folder a ``best_model`` link points to now (read once, so a swap cannot mix two models)."""
+    lock = Path(directory).parent / f".{Path(directory).name}.lock"
+    if not os.access(lock, os.W_OK):
+        return Path(directory).resolve()  # a copied or read-only model: nobody swaps it
+    with _locked(Path(directory), fcntl.LOCK_SH):
+        return Path(directory).resolve()
 
 
 def model_card(info: Mapping[str, Any]) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from finetune_hpo.best_model import read_best_model_info
+from finetune_hpo.best_model import read_best_model_info, resolve_saved_model
 from finetune_hpo.config import SUPPORTED_DATA_SUFFIXES
 from finetune_hpo.data import DataError, check_columns
 from finetune_hpo.metrics import (
@@ -72,16 +72,18 @@ def load_saved_model(model_dir: Path, base_model: str | None = None) -> tuple[An
     """Load a model saved by the workflow: ``AutoModelFor...`` for full weights, ``PeftModel`` for an adapter.
 
     Args:
-        model_dir: A ``best_model`` folder.
+        model_dir: A ``best_model`` folder (or link; it is resolved once, so a concurrent swap cannot
+            mix two trials' files).
         base_model: LoRA only: the base model to put the adapter on (default: the one it was trained on).
 
     Returns:
-        The model (in eval mode, float32), its tokenizer and the workflow's info about it.
+        The model (in eval mode, float32, on the GPU when there is one), its tokenizer and the
+        workflow's info about it.
     """
     import torch
-    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
-    model_dir = Path(model_dir)
+    model_dir = resolve_saved_model(Path(model_dir))
     info = read_best_model_info(model_dir)
     if info is None:
         raise EvaluationError(f"{model_dir} holds no model saved by finetune-hpo (no finetune_hpo.json)")
@@ -91,8 +93,16 @@ def load_saved_model(model_dir: Path, base_model: str | None = None) -> tuple[An
     if (model_dir / "adapter_config.json").is_file():
         from peft import PeftModel
 
+        # As the study built it: a module the checkpoint lacks and LoRA does not train (e.g. a pooler
+        # left out of modules_to_save) keeps the initialisation drawn from the study's seed.
+        set_seed(int(info["seed"]))
         head = {"num_labels": task.num_labels} if task.is_classification else {}
         base = auto_class.from_pretrained(base_model or info["base_model"], dtype=torch.float32, **head)
+        if (
+            getattr(base.config, "pad_token_id", None) is None
+            and getattr(base.config, "eos_token_id", None) is not None
+        ):
+            base.config.pad_token_id = base.config.eos_token_id  # decoder-only models have no pad token
         model = PeftModel.from_pretrained(base, str(model_dir))
     else:
         model = auto_class.from_pretrained(str(model_dir), dtype=torch.float32)
@@ -117,16 +127,36 @@ def read_rows(data_file: Path, task: TaskSpec) -> list[dict[str, Any]]:
     return rows.to_list()
 
 
-def _forward_in_order(model: Any, tokenizer: Any, features: list[dict[str, Any]], batch_size: int) -> list[Any]:
-    """Model outputs of every feature, batch by batch in the given order, on the model's device."""
+def _forward_in_order(
+    model: Any, tokenizer: Any, features: list[dict[str, Any]], batch_size: int, precision: str = "fp32"
+) -> list[Any]:
+    """Model outputs of every feature, batch by batch in the given order, on the model's device.
+
+    On a GPU, a trial that trained in bf16/fp16 also evaluated under the Trainer's autocast (and with
+    TF32 matmuls); the reload scores the same way, or one flipped prediction would move the score.
+    """
+    import contextlib
+    import inspect
+
     import torch
 
     device = next(model.parameters()).device
+    accepted = set(
+        inspect.signature(
+            model.get_base_model().forward if hasattr(model, "get_base_model") else model.forward
+        ).parameters
+    )
+    autocast: Any = contextlib.nullcontext()
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.cuda.get_device_capability()[0] >= 8
+        if precision in ("bf16", "fp16"):
+            autocast = torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
     outputs = []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast:
         for begin in range(0, len(features), batch_size):
             batch = tokenizer.pad(features[begin : begin + batch_size], return_tensors="pt")
-            outputs.append(model(**{key: value.to(device) for key, value in batch.items()}))
+            # Like the Trainer, pass only what the model's forward takes.
+            outputs.append(model(**{key: value.to(device) for key, value in batch.items() if key in accepted}))
     return outputs
 
 
@@ -218,7 +248,7 @@ def _score_qa(
     inputs = [key for key in ("input_ids", "attention_mask", "token_type_ids") if key in windows]
     features = [{key: windows[key][index] for key in inputs} for index in range(len(windows["input_ids"]))]
     starts, ends = [], []
-    for out in _forward_in_order(model, tokenizer, features, batch_size):
+    for out in _forward_in_order(model, tokenizer, features, batch_size, info.get("precision", "fp32")):
         starts.extend(out.start_logits.float().cpu().numpy())
         ends.extend(out.end_logits.float().cpu().numpy())
     window_rows = [
@@ -272,7 +302,15 @@ def write_scores(
         ).to_dict()
         for data_file in data_files
     }
-    document = {"model": str(model_dir), "task": info["task"], "trial": info["trial"], "scores": scores}
+    document = {
+        "model": str(model_dir),
+        "resolved_model": str(resolve_saved_model(Path(model_dir))),
+        "task": info["task"],
+        "trial": info["trial"],
+        "params": info.get("params", {}),
+        "fingerprint": info.get("fingerprint"),
+        "scores": scores,
+    }
     if out_path is not None:
         write_json_atomic(out_path, document)
     return document

@@ -19,6 +19,7 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
+from finetune_hpo.best_model import best_complete_trial
 from finetune_hpo.config import OPTIMAL_SCHEMA, StudySettings
 from finetune_hpo.io import write_text_atomic
 
@@ -76,7 +77,8 @@ def best_config(
             f"study {settings.study_name} has {len(complete)} COMPLETE trial(s), fewer than optuna.n_trials="
             f"{settings.n_trials}; run the study to the end before exporting"
         )
-    best = study.best_trial
+    best = best_complete_trial(complete)
+    assert best is not None  # n_trials >= 1 COMPLETE trials
     attrs = best.user_attrs
     definition = study.user_attrs.get("definition", {})
     splits = data_summary["splits"]
@@ -113,7 +115,9 @@ def best_config(
         "best_hyperparameters": {name: _plain(value) for name, value in best.params.items()},
         "best_trial_metrics": {k: float(v) for k, v in sorted(attrs.get("metrics", {}).items())},
         "best_trial_training": {k: attrs[k] for k in training_keys if k in attrs},
-        **_selection_and_confirmation(best, splits, best_model_scores),
+        **_selection_and_confirmation(
+            best, splits, best_model_scores, settings.task.metric, study.user_attrs.get("fingerprint")
+        ),
         "n_trials": len(complete),
         "n_failed_trials": len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))),
         "n_pruned_trials": len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))),
@@ -157,7 +161,11 @@ def best_config(
 
 
 def _selection_and_confirmation(
-    best: optuna.trial.FrozenTrial, splits: Mapping[str, Any], scores: Mapping[str, Any] | None
+    best: optuna.trial.FrozenTrial,
+    splits: Mapping[str, Any],
+    scores: Mapping[str, Any] | None,
+    metric: str,
+    fingerprint: str | None,
 ) -> dict[str, Any]:
     """The selection value (the study's best, optimistic), its independent reproduction and the
     confirmation value on held-out rows, each with its size and standard error."""
@@ -165,7 +173,10 @@ def _selection_and_confirmation(
     fields: dict[str, Any] = {
         "selection_value": float(best.value),
         "selection_size": selection_size,
-        "selection_standard_error": _binomial_standard_error(float(best.value), selection_size),
+        # Without per-example scores, only accuracy has a closed form (binomial); F1 has none.
+        "selection_standard_error": (
+            _binomial_standard_error(float(best.value), selection_size) if metric == "accuracy" else None
+        ),
         "confirmation_value": None,
         "confirmation_size": 0,
         "confirmation_standard_error": None,
@@ -174,11 +185,17 @@ def _selection_and_confirmation(
     if not scores:
         return fields
     selection = scores["scores"].get("validation")
-    if selection is None or selection.get("trial") != best.number:
+    same_model = (
+        selection is not None
+        and selection.get("trial") == best.number
+        and scores.get("params") == best.params
+        and scores.get("fingerprint") == fingerprint
+    )
+    if not same_model:
         raise ExportError(
             f"the best-model scores ({scores.get('model')}) are of trial "
-            f"{None if selection is None else selection.get('trial')}, not of the best trial {best.number}; "
-            "rerun rule score_best_model"
+            f"{None if selection is None else selection.get('trial')} with parameters {scores.get('params')}, "
+            f"not of the best trial {best.number} of this study ({best.params}); rerun rule score_best_model"
         )
     difference = float(selection["value"]) - float(best.value)
     reproduced = abs(difference) <= REPRODUCTION_TOLERANCE

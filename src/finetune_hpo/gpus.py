@@ -97,9 +97,9 @@ def claim_gpu(
 
     The claim is an exclusive flock on ``lock_dir/gpu-<index>.lock`` (the file holds the claimant's pid,
     for a person looking), and ``CUDA_VISIBLE_DEVICES`` is set to that one GPU, so call this before torch
-    initialises CUDA. With a single visible GPU the claim is still taken, so two jobs never share it; a
-    profile for a one-GPU machine should then still run one study at a time (``resources: gpu=1``) rather
-    than leave the second job waiting here. Calling it again in the same process returns the same GPU.
+    initialises CUDA. A job whose environment already names exactly one device (a scheduler assigned it)
+    takes it without a lock. On a host listed by ``nvidia-smi`` with one GPU the claim is still taken, so
+    two jobs never share it. Calling it again in the same process returns the same GPU.
 
     Args:
         lock_dir: the folder of the lock files, shared by every job of the host (default:
@@ -117,6 +117,12 @@ def claim_gpu(
     if not candidates:
         logger.info("no GPU visible; the study runs on CPU")
         return None
+    if environ.get("CUDA_VISIBLE_DEVICES") is not None and len(candidates) == 1:
+        # One device given to this job (SLURM gres, a container): nothing to choose, and under device
+        # cgroups every job sees its own GPU as "0", so a host-wide lock on "0" would queue jobs that
+        # run on different GPUs.
+        logger.info("GPU %s assigned by the environment (CUDA_VISIBLE_DEVICES)", candidates[0])
+        return candidates[0]
     _warn_if_cuda_initialised()
     lock_dir = lock_dir or default_lock_dir(environ)
     announced_wait = False

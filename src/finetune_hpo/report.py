@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from finetune_hpo.best_model import best_complete_trial
 from finetune_hpo.export import ExportError, load_optimal
 from finetune_hpo.io import write_text_atomic
 
@@ -243,7 +244,9 @@ def review_study(
     review.criteria["importances"] = "PASS" if review.importances else "WARN"
     seconds = [t.user_attrs["train_seconds"] for t in complete if "train_seconds" in t.user_attrs]
     review.mean_train_seconds = sum(seconds) / len(seconds) if seconds else None
-    review.trainable_parameters = study.best_trial.user_attrs.get("trainable_parameters")
+    review.trainable_parameters = best_complete_trial(study.get_trials(deepcopy=False)).user_attrs.get(
+        "trainable_parameters"
+    )
     return review
 
 

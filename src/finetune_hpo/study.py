@@ -29,7 +29,7 @@ import optuna
 from optuna.distributions import distribution_to_json
 from optuna.trial import FrozenTrial, TrialState
 
-from finetune_hpo.best_model import BEST_MODEL_DIR, save_if_best
+from finetune_hpo.best_model import BEST_MODEL_DIR, beats, best_complete_trial, promote_best_model, save_trial_model
 from finetune_hpo.config import StudySettings
 from finetune_hpo.io import write_jsonl_atomic, write_text_atomic
 from finetune_hpo.search_space import suggest
@@ -538,10 +538,11 @@ class Objective:
             "lora_modules_to_save": outcome.lora_modules_to_save,
         }.items():
             trial.set_user_attr(key, value)
-        if outcome.model is not None and self.best_model_info is not None:
-            # Before the trial turns COMPLETE: a kill during the save leaves a FAIL trial, never a best
-            # trial without its model.
-            save_if_best(
+        best = best_complete_trial(trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        if outcome.model is not None and self.best_model_info is not None and beats(outcome.value, trial.number, best):
+            # Written now, while the model is in memory; promoted to best_model only once Optuna has
+            # stored the trial as COMPLETE (promote_best_model, after each trial).
+            save_trial_model(
                 outcome.model,
                 self.tokenizer,
                 self.paths.best_model,
@@ -554,9 +555,11 @@ class Objective:
                     "lora_target_modules": outcome.lora_target_modules,
                     "lora_modules_to_save": outcome.lora_modules_to_save,
                     "precision": outcome.precision,
+                    "eval_batch_size": self.setup.eval_batch_size,
+                    "fingerprint": trial.study.user_attrs.get("fingerprint"),
                 },
             )
-            outcome.model = None
+        outcome.model = None
         if outcome.qa_predictions is not None:
             write_jsonl_atomic(
                 self.paths.predictions_dir / f"trial-{trial.number}.jsonl",
@@ -674,11 +677,19 @@ def run_study(
         )
         try:
             _optimize_until_complete(
-                study, objective, n_trials, config["optuna"]["max_consecutive_failures"], paths.trials_progress
+                study,
+                objective,
+                n_trials,
+                config["optuna"]["max_consecutive_failures"],
+                paths.trials_progress,
+                paths.best_model if save_best else None,
             )
         finally:
             # Every finished trial, with its error, where a failed job does not delete it.
             write_trials_table(study, paths.trials_progress)
+    if finalize and config["selection"]["save_best_model"]:
+        # Workers promote after each of their trials; this settles the link once all have finished.
+        promote_best_model(paths.best_model, study.get_trials(deepcopy=False))
     if finalize:
         # Once per study, by whichever process finalizes it: with several workers, that process ran
         # no trial itself.
@@ -725,6 +736,7 @@ def _optimize_until_complete(
     n_trials: int,
     max_consecutive_failures: int,
     progress_table: Path | None = None,
+    best_model_dir: Path | None = None,
     poll_seconds: float = 2.0,
 ) -> None:
     """Run trials until the study holds ``n_trials`` COMPLETE ones, sharing the count with other workers."""
@@ -734,6 +746,12 @@ def _optimize_until_complete(
 
     progress = ProgressLogger(n_trials)
     finished: list[FrozenTrial] = []
+
+    def promote(study: optuna.Study, _trial: FrozenTrial) -> None:
+        # After Optuna stored the trial's state: a saved model becomes best_model only if COMPLETE.
+        if best_model_dir is not None:
+            promote_best_model(best_model_dir, study.get_trials(deepcopy=False))
+
     consecutive_failures = 0
     with sigterm_as_interrupt():
         while (complete := count_complete(study)) < n_trials:
@@ -750,7 +768,7 @@ def _optimize_until_complete(
                 objective,
                 n_trials=1,
                 catch=(Exception,),
-                callbacks=[progress, lambda _study, trial: finished.append(trial)],
+                callbacks=[progress, lambda _study, trial: finished.append(trial), promote],
                 # A full collection costs ~0.1 s: worth it to hand a trial's GPU memory back, not on a CPU.
                 gc_after_trial=torch.cuda.is_available(),
             )
@@ -781,7 +799,7 @@ def log_summary_run(study: optuna.Study, settings: StudySettings, wandb_dir: Pat
     wandb_config = settings.config["wandb"]
     if wandb_config["mode"] == "disabled" or count_complete(study) == 0:
         return False
-    best = study.best_trial
+    best = best_complete_trial(study.get_trials(deepcopy=False))
     log_study_summary(
         project=wandb_config["project"],
         entity=wandb_config["entity"],
@@ -799,6 +817,7 @@ def write_best_predictions(study: optuna.Study, paths: StudyPaths) -> None:
     """QA: keep the best trial's validation predictions beside the trials table, for error analysis."""
     if count_complete(study) == 0:
         return
-    source = paths.predictions_dir / f"trial-{study.best_trial.number}.jsonl"
+    best = best_complete_trial(study.get_trials(deepcopy=False))
+    source = paths.predictions_dir / f"trial-{best.number}.jsonl"
     if source.is_file():
         write_text_atomic(paths.best_predictions, source.read_text())

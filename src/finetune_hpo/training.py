@@ -205,11 +205,6 @@ def resolve_lora_modules(model: torch.nn.Module, setup: TrainingSetup) -> tuple[
     return target_modules, modules_to_save
 
 
-def head_module_names(task: TaskSpec) -> list[str]:
-    """The head modules peft trains in full for the task type (BERT-style names)."""
-    return ["classifier"] if task.is_classification else ["qa_outputs"]
-
-
 def build_trial_model(base_model: torch.nn.Module, setup: TrainingSetup, params: HyperParameters) -> torch.nn.Module:
     """A fresh copy of the base model, wrapped with LoRA adapters for the ``lora`` method.
 
@@ -331,8 +326,8 @@ def in_order_trainer_class(base: type | None = None) -> type:
 
     class InOrderEvaluationTrainer(base or Trainer):  # type: ignore[misc, valid-type]
         def _get_eval_sampler(self, eval_dataset: Any) -> Any:
-            if self.args.world_size > 1:
-                return super()._get_eval_sampler(eval_dataset)  # accelerate shards it in order
+            # Also with several processes: accelerate shards a sequential loader in order (the stock
+            # method checks group_by_length before the world size, so it would permute there too).
             return SequentialSampler(eval_dataset)
 
     return InOrderEvaluationTrainer
@@ -514,7 +509,12 @@ def _train_once(
     seed_everything(setup.seed)
     model = build_trial_model(base_model, setup, params)
     trainable, total = count_parameters(model)
-    lora_targets, lora_to_save = resolve_lora_modules(base_model, setup) if setup.method == "lora" else (None, None)
+    lora_targets, lora_to_save = None, None
+    if setup.method == "lora":
+        # As peft applied them: the head it adds for the task type (classifier, score, qa_outputs, ...)
+        # and what it matched by suffix, not what we asked for.
+        lora_targets = resolve_lora_modules(base_model, setup)[0]
+        lora_to_save = sorted(model.peft_config["default"].modules_to_save or [])
     precision = effective_precision(setup.precision)
     steps_per_epoch = max(1, math.ceil(len(data.train) / (batch_size * accumulation)))
     scratch = Path(setup.scratch_dir or tempfile.gettempdir())
@@ -576,8 +576,6 @@ def _train_once(
         n_gpu=n_gpu,
         gpu_name=torch.cuda.get_device_name(0) if n_gpu else None,
         lora_target_modules=lora_targets,
-        lora_modules_to_save=(
-            sorted({*lora_to_save, *head_module_names(setup.task)}) if lora_to_save is not None else None
-        ),
+        lora_modules_to_save=lora_to_save,
         model=trained,
     )
