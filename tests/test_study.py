@@ -46,6 +46,16 @@ def test_study_stops_at_exactly_n_complete_and_a_rerun_adds_none(tmp_path: Path,
     assert all(t.user_attrs["trainable_parameters"] < t.user_attrs["total_parameters"] for t in again.trials)
 
 
+def test_trials_record_whether_tpe_drew_them_at_random(tmp_path: Path, tiny_model: Path) -> None:
+    config = small_config(tmp_path, tiny_model, n_trials=4)
+    config["optuna"]["sampler"]["n_startup_trials"] = 2
+    summary = prepare_task(tmp_path, config, "sst2")
+    study = _run(tmp_path, config, summary)
+    assert [t.user_attrs["startup_trial"] for t in study.trials] == [True, True, False, False]
+    assert {t.user_attrs["sampler_seed"] for t in study.trials} == {config["seed"]}
+    assert all(t.user_attrs["effective_batch_size"] == t.params["batch_size"] for t in study.trials)
+
+
 def test_resumed_study_continues_without_replaying_suggestions(tmp_path: Path, tiny_model: Path) -> None:
     config = small_config(tmp_path, tiny_model, n_trials=2)
     summary = prepare_task(tmp_path, config, "sst2")

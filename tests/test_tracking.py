@@ -48,3 +48,27 @@ def test_wandb_failure_leaves_the_trial_alone(monkeypatch: pytest.MonkeyPatch, c
     run.summary({"objective": 1.0})
     run.finish()
     assert "goes on without it" in caplog.text
+
+
+def test_summary_run_is_logged_once_by_the_process_that_finalizes_a_shared_study(
+    tmp_path: Path, tiny_model: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    config = small_config(tmp_path, tiny_model, n_trials=2)
+    config["wandb"]["mode"] = "offline"
+    summary = prepare_task(tmp_path, config, "sst2")
+    settings = study_settings(check_config(config), "sst2", "full_finetune")
+    arguments = (
+        settings,
+        tmp_path / "results/tokenized/sst2",
+        summary,
+        tmp_path / "results/studies/sst2_full_finetune",
+    )
+    # A worker job runs the trials and leaves the summary to rule run_study, which then runs none itself.
+    run_study(*arguments, wandb_dir=tmp_path / "wandb", finalize=False)
+    assert len(list((tmp_path / "wandb" / "wandb").glob("offline-run-*"))) == 2
+    study = run_study(*arguments, wandb_dir=tmp_path / "wandb")
+    assert study.user_attrs["wandb_summary_logged"] is True
+    assert len(list((tmp_path / "wandb" / "wandb").glob("offline-run-*"))) == 3
+    run_study(*arguments, wandb_dir=tmp_path / "wandb")  # a rerun logs no second summary
+    assert len(list((tmp_path / "wandb" / "wandb").glob("offline-run-*"))) == 3
