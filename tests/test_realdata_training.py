@@ -76,3 +76,51 @@ def test_glue_real_rows_train_and_score(realdata: Path, tmp_path: Path, tiny_mod
     assert outcome.metrics.keys() >= {"accuracy", "f1"}
     assert outcome.value == outcome.metrics[task.metric]
     assert len(outcome.history) == 1
+
+
+@pytest.mark.parametrize(("task_name", "method"), [("rte", "full_finetune"), ("squad_v2", "lora")])
+def test_real_rows_saved_best_model_reproduces_the_study_value(
+    realdata: Path, tmp_path: Path, tiny_model: Path, task_name: str, method: str
+) -> None:
+    """The independent check on real GLUE/SQuAD rows: a study's saved best model, reloaded with plain
+    transformers/peft, scores the study's best value on the selection set to 0.01 points."""
+    import copy
+
+    from finetune_hpo.config import check_config, study_settings
+    from finetune_hpo.evaluation import write_scores
+    from finetune_hpo.study import StudyPaths, run_study
+    from tests.conftest import demo_config
+
+    config = copy.deepcopy(demo_config())
+    files = {split: str(realdata / task_name / f"{split}.jsonl") for split in ("train", "validation")}
+    config["tasks"] = {task_name: {"train_size": 40, "validation_fraction": 0.5, "data_files": files}}
+    config["vms"], config["demo"] = {}, {"synthetic_data": False, "build_model": False}
+    config["model"]["name_or_path"] = str(tiny_model)
+    # Real questions run to ~60 tokens: a window must hold one plus the stride.
+    config["model"]["qa"] |= {"max_seq_length": 128, "doc_stride": 32}
+    config["optuna"]["n_trials"] = 2
+    config["wandb"]["mode"] = "disabled"
+    config["selection"]["confirmation_max_rows"] = 30
+    config["search_spaces"][method]["num_train_epochs"] = {"type": "int", "low": 1, "high": 1}
+    settings = study_settings(check_config(config), task_name, method)
+    task = TASKS[task_name]
+    drawn = subsample(task, load_splits(task, files), 40, 0.5, seed=0, confirmation_max_rows=30)
+    summary = write_subsample(task, drawn, tmp_path / "data", seed=0)
+    tokenize_task(
+        task,
+        tmp_path / "data",
+        load_tokenizer(str(tiny_model)),
+        tmp_path / "tokenized",
+        max_seq_length=config["model"]["max_seq_length"],
+        qa_windowing=QAWindowing(128, 32),
+    )
+    study = run_study(settings, tmp_path / "tokenized", summary, tmp_path / "study")
+    scores = write_scores(
+        StudyPaths(tmp_path / "study").best_model,
+        [tmp_path / "data" / "validation.jsonl", tmp_path / "data" / "confirmation.jsonl"],
+        None,
+        task_name=task_name,
+        batch_size=5,
+    )["scores"]
+    assert scores["validation"]["value"] == pytest.approx(study.best_value, abs=0.01)
+    assert scores["confirmation"]["size"] == 30
