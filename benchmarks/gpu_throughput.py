@@ -28,10 +28,11 @@ def main() -> None:
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
+    from finetune_hpo.models import count_parameters
     from finetune_hpo.preprocess import TokenizedTask
     from finetune_hpo.search_space import HyperParameters
     from finetune_hpo.tasks import TASKS
-    from finetune_hpo.training import TrainingSetup, count_parameters, train_and_evaluate
+    from finetune_hpo.training import TrainingSetup, train_and_evaluate
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=8192, help="training examples per run")

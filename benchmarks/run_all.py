@@ -36,11 +36,12 @@ sys.path.insert(0, str(REPO / "src"))
 
 from finetune_hpo.config import check_config, study_settings  # noqa: E402
 from finetune_hpo.data import load_splits, subsample, write_subsample  # noqa: E402
+from finetune_hpo.models import load_base_model  # noqa: E402
 from finetune_hpo.preprocess import load_tokenized, load_tokenizer, tokenize_task  # noqa: E402
 from finetune_hpo.search_space import HyperParameters  # noqa: E402
 from finetune_hpo.study import run_study  # noqa: E402
 from finetune_hpo.tasks import TASKS  # noqa: E402
-from finetune_hpo.training import TrainingSetup, load_base_model, train_and_evaluate  # noqa: E402
+from finetune_hpo.training import TrainingSetup, train_and_evaluate  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -13,9 +13,10 @@ import pytest
 from finetune_hpo.best_model import best_complete_trial, promote_best_model, read_best_model_info, save_trial_model
 from finetune_hpo.config import check_config, study_settings
 from finetune_hpo.demo import generate_task_data
-from finetune_hpo.study import StudyPaths, run_study
+from finetune_hpo.models import load_base_model
+from finetune_hpo.storage import StudyPaths
+from finetune_hpo.study import run_study
 from finetune_hpo.tasks import TASKS
-from finetune_hpo.training import load_base_model
 from tests.helpers import prepare_task, small_config
 
 SUBPROCESS_TIMEOUT = 300
@@ -121,14 +122,15 @@ import yaml
 from finetune_hpo.config import check_config, study_settings
 from finetune_hpo.preprocess import load_tokenized, load_tokenizer
 from finetune_hpo.search_space import HyperParameters
-from finetune_hpo.training import TrainingSetup, load_base_model, train_and_evaluate
+from finetune_hpo.models import load_base_model
+from finetune_hpo.training import TrainingSetup, train_and_evaluate
 
 config_path, tokenized, params = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
 settings = study_settings(check_config(yaml.safe_load(Path(config_path).read_text())), "sst2", "lora")
 model = settings.model_name_or_path
 setup = TrainingSetup(task=settings.task, method="lora", seed=settings.seed,
-                      eval_batch_size=settings.config["training"]["eval_batch_size"],
-                      lora_target_modules=settings.config["model"]["lora_target_modules"])
+                      eval_batch_size=settings.training.eval_batch_size,
+                      lora_target_modules=settings.model.lora_target_modules)
 outcome = train_and_evaluate(setup, load_base_model(settings.task, model, seed=settings.seed),
                              load_tokenizer(model), load_tokenized(tokenized), HyperParameters.from_params(params))
 print(json.dumps({"value": outcome.value}))

@@ -99,3 +99,27 @@ def test_unloadable_model_is_a_clear_error(monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # this machine has no hub; make that fast and certain
     with pytest.raises(ConfigError, match=r"model\.name_or_path: cannot load 'no-such-org/no-such-model'"):
         load_tokenizer("no-such-org/no-such-model")
+
+
+def test_schemas_ship_with_the_package_and_the_workflow_validates_against_the_same_files(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    from finetune_hpo.config import CONFIG_SCHEMA, OPTIMAL_SCHEMA
+    from tests.conftest import REPO
+
+    for schema in (CONFIG_SCHEMA, OPTIMAL_SCHEMA):
+        assert (REPO / "workflow" / "schemas" / schema.name).resolve() == schema.resolve()
+    # A non-editable install gets them too: they are package data of the wheel. Built from a copy, so the
+    # checkout gets no build/ folder.
+    source = tmp_path / "source"
+    shutil.copytree(REPO / "src", source / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)]
+    subprocess.run([*pip_wheel, str(source)], check=True, timeout=300, capture_output=True)
+    (wheel,) = tmp_path.glob("finetune_hpo-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {"finetune_hpo/schemas/config.schema.yaml", "finetune_hpo/schemas/optimal.schema.yaml"} <= set(names)

@@ -15,10 +15,11 @@ import torch
 from transformers.modeling_outputs import QuestionAnsweringModelOutput
 
 from finetune_hpo.demo import generate_task_data
+from finetune_hpo.models import load_base_model
 from finetune_hpo.preprocess import TokenizedTask, load_tokenized, load_tokenizer
 from finetune_hpo.qa import QAWindowing, prepare_train_features
 from finetune_hpo.tasks import TASKS
-from finetune_hpo.training import TrainingSetup, evaluate_with_trainer, load_base_model
+from finetune_hpo.training import TrainingSetup, evaluate_with_trainer
 from tests.helpers import prepare_task, small_config
 
 SCORE_KEYS = {"accuracy", "f1", "exact", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "total"}

@@ -10,7 +10,8 @@ import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from finetune_hpo.config import check_config, study_settings
-from finetune_hpo.export import ExportError, export_best_config, load_optimal, redact_url
+from finetune_hpo.export import ExportError, export_best_config, load_optimal
+from finetune_hpo.storage import redact_url
 from tests.conftest import real_config
 
 SUMMARY = {
@@ -118,7 +119,7 @@ def test_export_records_the_independent_check_and_the_confirmation_value(tmp_pat
 
 
 def test_a_score_the_saved_model_does_not_reproduce_is_flagged_and_fails_the_review(tmp_path: Path) -> None:
-    from finetune_hpo.report import review_study
+    from finetune_hpo.review import review_study
 
     out = tmp_path / "mrpc_lora_optimal.yaml"
     document = export_best_config(_study([71.0, 84.5, 80.0]), _settings(3), SUMMARY, out, "journal", _scores(1, 82.5))
@@ -146,8 +147,9 @@ def test_a_tie_exports_the_earlier_trial(tmp_path: Path) -> None:
 def test_without_a_saved_model_only_accuracy_gets_a_binomial_error(tmp_path: Path) -> None:
     document = export_best_config(_study([60.0, 80.0]), _settings(2), SUMMARY, tmp_path / "x.yaml", "journal")
     assert document["selection_standard_error"] is None  # MRPC's F1 is no proportion
-    rte = study_settings(check_config(real_config()), "rte", "lora")
-    rte.config["optuna"]["n_trials"] = 2
+    config = check_config(real_config())
+    config["optuna"]["n_trials"] = 2
+    rte = study_settings(config, "rte", "lora")
     document = export_best_config(_study([60.0, 80.0]), rte, SUMMARY, tmp_path / "y.yaml", "journal")
     assert document["selection_standard_error"] == pytest.approx(100 * (0.8 * 0.2 / 50) ** 0.5)
     assert document["confirmation_value"] is None and document["best_model"] is None

@@ -14,7 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from finetune_hpo.study import StudyPaths, open_storage
+from finetune_hpo.storage import StudyPaths, open_storage
 from tests.helpers import just_started, prepare_task, run_study_command, small_config, write_config
 
 pytestmark = pytest.mark.postgres
@@ -109,7 +109,7 @@ def test_two_workers_one_killed_finish_exactly_n_trials(tmp_path: Path, tiny_mod
 
 
 def test_storage_url_errors_name_the_server_without_the_password(tmp_path: Path) -> None:
-    from finetune_hpo.study import StudyError
+    from finetune_hpo.storage import StudyError
 
     with pytest.raises(StudyError, match=r"cannot open optuna.storage postgresql://u:\*\*\*@127.0.0.1:1/x"):
         open_storage("postgresql://u:secret@127.0.0.1:1/x", StudyPaths(tmp_path))

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 
 from finetune_hpo.data import load_splits, subsample, write_subsample
+from finetune_hpo.models import load_base_model
 from finetune_hpo.preprocess import load_tokenized, load_tokenizer, tokenize_task
 from finetune_hpo.qa import QAWindowing
 from finetune_hpo.search_space import HyperParameters
 from finetune_hpo.tasks import TASKS
-from finetune_hpo.training import TrainingSetup, load_base_model, train_and_evaluate
+from finetune_hpo.training import TrainingSetup, train_and_evaluate
 
 
 def _prepare(realdata: Path, tmp_path: Path, tiny_model: Path, task_name: str, train_size: int) -> Path:
@@ -88,7 +89,8 @@ def test_real_rows_saved_best_model_reproduces_the_study_value(
 
     from finetune_hpo.config import check_config, study_settings
     from finetune_hpo.evaluation import write_scores
-    from finetune_hpo.study import StudyPaths, run_study
+    from finetune_hpo.storage import StudyPaths
+    from finetune_hpo.study import run_study
     from tests.conftest import demo_config
 
     config = copy.deepcopy(demo_config())

@@ -16,16 +16,8 @@ from optuna.trial import TrialState
 
 from finetune_hpo.config import check_config, study_settings
 from finetune_hpo.export import export_best_config, render_yaml
-from finetune_hpo.report import (
-    TABLE_COLUMNS,
-    StudyReview,
-    majority_baseline,
-    render_csv,
-    render_markdown,
-    render_terminal,
-    review_study,
-    table_rows,
-)
+from finetune_hpo.report import TABLE_COLUMNS, render_csv, render_markdown, render_terminal, table_rows
+from finetune_hpo.review import StudyReview, majority_baseline, review_study
 from tests.conftest import real_config
 
 SUMMARY = {"splits": {split: {"size": 10, "sha256": "c" * 64} for split in ("train", "validation")}}

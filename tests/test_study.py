@@ -13,7 +13,8 @@ import pytest
 from optuna.trial import TrialState
 
 from finetune_hpo.config import check_config, study_settings
-from finetune_hpo.study import JOURNAL_NAME, StudyError, StudyPaths, open_storage, run_study
+from finetune_hpo.storage import JOURNAL_NAME, StudyError, StudyPaths, open_storage
+from finetune_hpo.study import run_study
 from tests.helpers import just_started, prepare_task, run_study_command, small_config, write_config
 
 
@@ -207,7 +208,7 @@ if os.name != "posix":  # pragma: no cover
     ],
 )
 def test_every_setting_that_changes_results_changes_the_fingerprint(tmp_path: Path, path, value) -> None:
-    from finetune_hpo.study import fingerprint, study_definition
+    from finetune_hpo.definition import fingerprint, study_definition
 
     summary = {"splits": {"train": {"sha256": "a"}, "validation": {"sha256": "b"}, "confirmation": {"sha256": "c"}}}
 
@@ -227,7 +228,7 @@ def test_every_setting_that_changes_results_changes_the_fingerprint(tmp_path: Pa
 
 @pytest.mark.parametrize("key", ["max_seq_length", "doc_stride", "n_best", "max_answer_length", "null_score_threshold"])
 def test_qa_settings_change_the_fingerprint(tmp_path: Path, key: str) -> None:
-    from finetune_hpo.study import fingerprint, study_definition
+    from finetune_hpo.definition import fingerprint, study_definition
 
     summary = {"splits": {"train": {"sha256": "a"}, "validation": {"sha256": "b"}}}
     prints = []

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from finetune_hpo import training
+from finetune_hpo.models import build_trial_model, load_base_model, seed_everything
 from finetune_hpo.preprocess import load_tokenized, load_tokenizer
 from finetune_hpo.search_space import HyperParameters
 from finetune_hpo.tasks import TASKS
-from finetune_hpo.training import TrainingSetup, build_trial_model, load_base_model, seed_everything
+from finetune_hpo.training import TrainingSetup
 from tests.helpers import prepare_task, small_config
 
 
@@ -70,7 +71,7 @@ def test_lora_adapters_are_initialised_from_the_seed_not_from_earlier_draws(tiny
     for noise in (0, 100):
         torch.rand(noise)  # what an earlier trial might have drawn
         seed_everything(setup.seed)
-        model = build_trial_model(base, setup, params)
+        model = build_trial_model(base, task, "lora", params, setup.lora_target_modules)
         adapters.append({k: v.clone() for k, v in model.state_dict().items() if "lora_A" in k})
     assert adapters[0].keys() and adapters[0].keys() == adapters[1].keys()
     assert all(torch.equal(adapters[0][k], adapters[1][k]) for k in adapters[0])

@@ -1,7 +1,8 @@
 """``finetune-hpo``: the package's command line, for the steps a researcher runs by hand.
 
-The Snakemake rules call the same functions (through ``finetune_hpo.workflow``); this CLI is for
-checking a config, running or exporting one study outside Snakemake, and generating the demo data.
+The Snakemake rules' scripts (``workflow/scripts/``) call the same functions; this CLI is for checking a
+config, running, exporting or rescoring one study outside Snakemake, and generating the demo data. It
+finds files where the workflow writes them (:class:`ResultsLayout`).
 """
 
 from __future__ import annotations
@@ -10,14 +11,50 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from finetune_hpo.config import ConfigError, load_config, planned_tasks, study_settings
+from finetune_hpo.config import ConfigError, load_config, planned_studies, study_settings
 from finetune_hpo.data import DataError
+from finetune_hpo.demo import GENERATORS, generate_task_data
+from finetune_hpo.evaluation import write_scores
+from finetune_hpo.export import export_study
 from finetune_hpo.gpus import claim_gpu
-from finetune_hpo.workflow import configure_logging
+from finetune_hpo.jobs import workflow_job
+from finetune_hpo.report import render_terminal, write_summary
+from finetune_hpo.review import StudyFiles, review_phase1
 
 logger = logging.getLogger("finetune_hpo")
+
+
+@dataclass(frozen=True)
+class ResultsLayout:
+    """Where the workflow writes (the Snakefile's output paths), under a results and an analysis folder."""
+
+    results: Path = Path("results")
+    analysis: Path = Path("analysis")
+
+    def data_summary(self, task: str) -> Path:
+        return self.results / "data" / task / "summary.json"
+
+    def tokenized(self, task: str) -> Path:
+        return self.results / "tokenized" / task
+
+    def study_dir(self, study_name: str) -> Path:
+        return self.results / "studies" / study_name
+
+    def trials_table(self, study_name: str) -> Path:
+        return self.study_dir(study_name) / "trials.csv"
+
+    def best_model_scores(self, study_name: str) -> Path:
+        return self.study_dir(study_name) / "best_model_scores.json"
+
+    def optimal(self, study_name: str) -> Path:
+        return self.analysis / f"{study_name}_optimal.yaml"
+
+    @property
+    def wandb(self) -> Path:
+        return self.results / "wandb"
 
 
 def _parse_overrides(pairs: list[str]) -> dict:
@@ -39,23 +76,19 @@ def _parse_overrides(pairs: list[str]) -> dict:
 
 def cmd_validate(args: argparse.Namespace) -> None:
     config = load_config(args.config, _parse_overrides(args.set))
-    tasks = planned_tasks(config)
     print(f"{args.config}: valid. Studies planned ({config['vm'] or 'all tasks'}):")
-    for task in tasks:
-        for method in config["methods"]:
-            settings = study_settings(config, task, method)
-            print(f"  {settings.study_name}: {len(settings.search_space)} hyperparameters, {settings.n_trials} trials")
+    for settings in planned_studies(config):
+        print(f"  {settings.study_name}: {len(settings.search_space)} hyperparameters, {settings.n_trials} trials")
 
 
 def cmd_run_study(args: argparse.Namespace) -> None:
-    from finetune_hpo.study import run_study
+    claim_gpu()  # before torch is imported: it pins this study to one free GPU of the host
+    from finetune_hpo.study import run_study  # imports torch, so only after the claim
 
-    claim_gpu()  # before anything imports torch: it pins this study to one free GPU of the host
     config = load_config(args.config, _parse_overrides(args.set))
     settings = study_settings(config, args.task, args.method)
-    results = Path(args.results)
-    summary_path = results / "data" / args.task / "summary.json"
-    tokenized = results / "tokenized" / args.task
+    layout = ResultsLayout(Path(args.results))
+    summary_path, tokenized = layout.data_summary(args.task), layout.tokenized(args.task)
     if not summary_path.is_file() or not tokenized.is_dir():
         raise DataError(
             f"{summary_path} or {tokenized} is missing; prepare the data first: snakemake --profile PROFILE {tokenized}"
@@ -64,33 +97,41 @@ def cmd_run_study(args: argparse.Namespace) -> None:
         settings,
         tokenized,
         json.loads(summary_path.read_text()),
-        results / "studies" / settings.study_name,
+        layout.study_dir(settings.study_name),
         threads=args.threads,
-        wandb_dir=results / "wandb",
+        wandb_dir=layout.wandb,
         allow_new_definition=args.new_study,
     )
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from finetune_hpo.workflow import export_study
-
     config = load_config(args.config, _parse_overrides(args.set))
     settings = study_settings(config, args.task, args.method)
-    results = Path(args.results)
-    out = Path(args.out or f"analysis/{settings.study_name}_optimal.yaml")
+    layout = ResultsLayout(Path(args.results))
+    scores = layout.best_model_scores(settings.study_name)
     export_study(
-        settings, results / "studies" / settings.study_name, results / "data" / args.task / "summary.json", out
+        settings,
+        layout.study_dir(settings.study_name),
+        layout.data_summary(args.task),
+        Path(args.out) if args.out else layout.optimal(settings.study_name),
+        scores if scores.is_file() else None,
     )
 
 
 def cmd_check(args: argparse.Namespace) -> None:
-    from finetune_hpo.report import render_terminal, review_phase1, write_summary
-
     config = load_config(args.config, _parse_overrides(args.set))
-    tasks = args.tasks or planned_tasks(config)
-    results = Path(args.results)
-    reviews = review_phase1(config, tasks, results, Path(args.analysis))
-    write_summary(reviews, results / "summary.md", results / "summary.csv")
+    layout = ResultsLayout(Path(args.results), Path(args.analysis))
+    studies = [
+        StudyFiles(
+            settings,
+            layout.optimal(settings.study_name),
+            layout.trials_table(settings.study_name),
+            layout.data_summary(settings.task.name),
+        )
+        for settings in planned_studies(config, args.tasks)
+    ]
+    reviews = review_phase1(studies)
+    write_summary(reviews, layout.results / "summary.md", layout.results / "summary.csv")
     print(render_terminal(reviews))
     failed = [review for review in reviews if review.failed]
     for review in failed:
@@ -100,8 +141,7 @@ def cmd_check(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from finetune_hpo.evaluation import write_scores
-
+    claim_gpu()  # the model goes to the GPU when there is one: the job's own
     out = Path(args.out) if args.out else None
     document = write_scores(
         Path(args.model),
@@ -122,8 +162,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> None:
-    from finetune_hpo.demo import GENERATORS, generate_task_data
-
     for task in args.tasks or list(GENERATORS):
         generate_task_data(task, Path(args.out) / task, args.train, args.validation, args.seed)
         print(f"wrote {Path(args.out) / task}/{{train,validation}}.jsonl")
@@ -192,20 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from finetune_hpo.evaluation import EvaluationError
-    from finetune_hpo.export import ExportError
-    from finetune_hpo.study import StudyError
-
     args = build_parser().parse_args(argv)
-    configure_logging(level=logging.DEBUG if args.verbose else logging.INFO)
-    try:
+    with workflow_job(None, logging.DEBUG if args.verbose else logging.INFO):
         args.func(args)
-    except (ConfigError, DataError, StudyError, ExportError, EvaluationError, FileNotFoundError) as err:
-        logger.error("%s", err)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        logger.error("interrupted; finished trials are kept in the study's storage, rerun to resume")
-        sys.exit(130)
 
 
 if __name__ == "__main__":  # pragma: no cover

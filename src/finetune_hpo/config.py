@@ -9,64 +9,27 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from optuna.distributions import BaseDistribution
 
+from finetune_hpo.data import SUPPORTED_DATA_SUFFIXES, check_columns
 from finetune_hpo.search_space import SearchSpaceError, build_search_space
-from finetune_hpo.tasks import METHODS, TASKS, TaskSpec
+from finetune_hpo.settings import StudySettings, build_study_settings
+from finetune_hpo.tasks import METHODS, TASKS
 
 logger = logging.getLogger(__name__)
 
-# The workflow's schemas are the single source of truth; the package reads them from the checkout.
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
+# The schemas ship with the package (so a non-editable install has them); workflow/schemas/ links here,
+# so Snakemake validates against the same files.
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 CONFIG_SCHEMA = SCHEMA_DIR / "config.schema.yaml"
 OPTIMAL_SCHEMA = SCHEMA_DIR / "optimal.schema.yaml"
-
-SUPPORTED_DATA_SUFFIXES = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
 class ConfigError(ValueError):
     """An error in the user's configuration; the message names the key and what to do."""
-
-
-@dataclass(frozen=True)
-class StudySettings:
-    """Everything that defines one study (task x method), resolved from the config.
-
-    Args:
-        task: The task's registry entry.
-        method: ``full_finetune`` or ``lora``.
-        study_name: ``<task>_<method>``, the Optuna study name and the W&B group.
-        search_space: Hyperparameter name -> Optuna distribution, overrides applied.
-        config: The whole validated config (read-only by convention).
-    """
-
-    task: TaskSpec
-    method: str
-    study_name: str
-    search_space: dict[str, BaseDistribution]
-    config: Mapping[str, Any] = field(repr=False)
-
-    @property
-    def seed(self) -> int:
-        return int(self.config["seed"])
-
-    @property
-    def sampler_seed(self) -> int:
-        seed = self.config["optuna"]["sampler"]["seed"]
-        return self.seed if seed is None else int(seed)
-
-    @property
-    def n_trials(self) -> int:
-        return int(self.config["optuna"]["n_trials"])
-
-    @property
-    def model_name_or_path(self) -> str:
-        return str(self.config["model"]["name_or_path"])
 
 
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -110,18 +73,22 @@ def _first_line(err: Exception) -> str:
     return " ".join(lines[:3])
 
 
-def check_config(config: dict[str, Any], *, check_data_files: bool = True) -> dict[str, Any]:
+def check_config(
+    config: dict[str, Any], *, check_data_files: bool = True, schema_validated: bool = False
+) -> dict[str, Any]:
     """Validate ``config`` in place (schema, then semantics) and return it.
 
     Args:
         config: The merged config dict; schema defaults are written into it.
         check_data_files: Also check that local data files exist and have the task's columns. Files that
             the demo generates are skipped until they exist.
+        schema_validated: The caller already ran Snakemake's ``validate`` (the Snakefile does).
 
     Raises:
         ConfigError: naming the key and the problem.
     """
-    validate_schema(config)
+    if not schema_validated:
+        validate_schema(config)
     for task_name in config["tasks"]:
         if task_name not in TASKS:
             raise ConfigError(f"tasks.{task_name}: unknown task; known tasks: {', '.join(sorted(TASKS))}")
@@ -163,13 +130,7 @@ def study_settings(config: Mapping[str, Any], task_name: str, method: str) -> St
         distributions = build_search_space(method, space, where)
     except SearchSpaceError as err:
         raise ConfigError(str(err)) from err
-    return StudySettings(
-        task=TASKS[task_name],
-        method=method,
-        study_name=f"{task_name}_{method}",
-        search_space=distributions,
-        config=config,
-    )
+    return build_study_settings(config, TASKS[task_name], method, distributions)
 
 
 def _check_workers(config: Mapping[str, Any]) -> None:
@@ -213,8 +174,6 @@ def _check_data_files(config: Mapping[str, Any], task_name: str) -> None:
             if generated:
                 continue  # rule generate_demo_data writes it
             raise ConfigError(f"{key}: file {path} does not exist")
-        from finetune_hpo.data import check_columns  # imports pyarrow/datasets: only when needed
-
         check_columns(path, TASKS[task_name], where=key)
 
 
@@ -223,3 +182,10 @@ def planned_tasks(config: Mapping[str, Any]) -> list[str]:
     if config["vm"] is None:
         return list(config["tasks"])
     return [task for task in config["tasks"] if task in config["vms"][config["vm"]]]
+
+
+def planned_studies(config: Mapping[str, Any], tasks: list[str] | None = None) -> list[StudySettings]:
+    """The settings of every study to run: ``tasks`` (default: the planned ones) x the configured methods."""
+    return [
+        study_settings(config, task, method) for task in tasks or planned_tasks(config) for method in config["methods"]
+    ]

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("train", "validation")
+# Local data files: suffix -> the datasets builder that reads it.
+SUPPORTED_DATA_SUFFIXES = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 # Validation rows left over by the selection set: an unbiased score of the chosen configuration.
 CONFIRMATION_SPLIT = "confirmation"
 
@@ -86,8 +88,6 @@ def load_splits(task: TaskSpec, data_files: Mapping[str, str] | None = None) -> 
             if not Path(path).is_file():
                 raise DataError(f"data file for split {split!r} of task {task.name!r} does not exist: {path}")
             check_columns(Path(path), task, where=f"tasks.{task.name}.data_files.{split}")
-        from finetune_hpo.config import SUPPORTED_DATA_SUFFIXES
-
         builders = {SUPPORTED_DATA_SUFFIXES[Path(path).suffix] for path in paths.values()}
         if len(builders) != 1:
             raise DataError(f"task {task.name!r}: train and validation files must have the same format")

@@ -7,9 +7,12 @@ the study's best value) and on the held-out confirmation rows (an unbiased estim
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import inspect
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from finetune_hpo.best_model import read_best_model_info, resolve_saved_model
-from finetune_hpo.config import SUPPORTED_DATA_SUFFIXES
-from finetune_hpo.data import DataError, check_columns
+from finetune_hpo.data import SUPPORTED_DATA_SUFFIXES, DataError, check_columns
+from finetune_hpo.io import write_json_atomic
 from finetune_hpo.metrics import (
     classification_metrics,
     classification_standard_error,
@@ -30,6 +33,13 @@ from finetune_hpo.qa import QAWindowing, postprocess_predictions, prepare_valida
 from finetune_hpo.tasks import TASKS, TaskSpec
 
 logger = logging.getLogger(__name__)
+
+# Features in, model outputs out (batched, in order).
+Forward = Callable[[list[dict[str, Any]]], list[Any]]
+Rows = list[dict[str, Any]]
+Info = Mapping[str, Any]
+# Every metric, and the standard error of the objective.
+Scores = tuple[dict[str, float], float | None]
 
 
 class EvaluationError(RuntimeError):
@@ -127,25 +137,24 @@ def read_rows(data_file: Path, task: TaskSpec) -> list[dict[str, Any]]:
     return rows.to_list()
 
 
-def _forward_in_order(
-    model: Any, tokenizer: Any, features: list[dict[str, Any]], batch_size: int, precision: str = "fp32"
+def _forward_in_order(model: Any, tokenizer: Any, precision: str, batch_size: int) -> Forward:
+    """``features -> outputs``: the model run batch by batch in the given order, on the model's device."""
+    return functools.partial(_run_batches, model, tokenizer, precision=precision, batch_size=batch_size)
+
+
+def _run_batches(
+    model: Any, tokenizer: Any, features: list[dict[str, Any]], *, precision: str, batch_size: int
 ) -> list[Any]:
-    """Model outputs of every feature, batch by batch in the given order, on the model's device.
+    """The model's outputs for ``features``, ``batch_size`` at a time.
 
     On a GPU, a trial that trained in bf16/fp16 also evaluated under the Trainer's autocast (and with
     TF32 matmuls); the reload scores the same way, or one flipped prediction would move the score.
     """
-    import contextlib
-    import inspect
-
     import torch
 
     device = next(model.parameters()).device
-    accepted = set(
-        inspect.signature(
-            model.get_base_model().forward if hasattr(model, "get_base_model") else model.forward
-        ).parameters
-    )
+    forward = model.get_base_model().forward if hasattr(model, "get_base_model") else model.forward
+    accepted = set(inspect.signature(forward).parameters)
     autocast: Any = contextlib.nullcontext()
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.cuda.get_device_capability()[0] >= 8
@@ -193,10 +202,11 @@ def score_loaded_model(
     )
     if not rows:
         return result
-    if task.is_classification:
-        _score_classification(result, model, tokenizer, rows, task, info, batch_size)
-    else:
-        _score_qa(result, model, tokenizer, rows, task, info, batch_size)
+    score_rows = _score_classification if task.is_classification else _score_qa
+    result.metrics, result.standard_error = score_rows(
+        _forward_in_order(model, tokenizer, info.get("precision", "fp32"), batch_size), tokenizer, rows, task, info
+    )
+    result.value = result.metrics[task.metric]
     logger.info(
         "%s on %s: %s=%.2f ± %.2f (n=%d)",
         model_dir,
@@ -209,37 +219,19 @@ def score_loaded_model(
     return result
 
 
-def _score_classification(
-    result: Evaluation,
-    model: Any,
-    tokenizer: Any,
-    rows: list[dict[str, Any]],
-    task: TaskSpec,
-    info: Mapping[str, Any],
-    batch_size: int,
-) -> None:
+def _score_classification(forward: Forward, tokenizer: Any, rows: Rows, task: TaskSpec, info: Info) -> Scores:
+    """Metrics and the objective's standard error of a classifier on ``rows``."""
     texts = [[row[column] for row in rows] for column in task.text_columns]
     encoded = tokenizer(*texts, truncation=True, max_length=int(info["max_seq_length"]), padding=False)
     features = [{key: encoded[key][index] for key in encoded} for index in range(len(rows))]
-    logits = np.concatenate(
-        [out.logits.float().cpu().numpy() for out in _forward_in_order(model, tokenizer, features, batch_size)]
-    )
+    logits = np.concatenate([out.logits.float().cpu().numpy() for out in forward(features)])
     predictions = logits.argmax(axis=-1)
     labels = np.asarray([row[task.label_column] for row in rows])
-    result.metrics = classification_metrics(predictions, labels)
-    result.value = result.metrics[task.metric]
-    result.standard_error = classification_standard_error(task.metric, predictions, labels)
+    return classification_metrics(predictions, labels), classification_standard_error(task.metric, predictions, labels)
 
 
-def _score_qa(
-    result: Evaluation,
-    model: Any,
-    tokenizer: Any,
-    rows: list[dict[str, Any]],
-    task: TaskSpec,
-    info: Mapping[str, Any],
-    batch_size: int,
-) -> None:
+def _score_qa(forward: Forward, tokenizer: Any, rows: Rows, task: TaskSpec, info: Info) -> Scores:
+    """SQuAD v2 metrics and the objective's per-question standard error on ``rows``."""
     qa = info["qa"]
     columns = {key: [row[key] for row in rows] for key in rows[0]}
     windows = prepare_validation_features(
@@ -248,7 +240,7 @@ def _score_qa(
     inputs = [key for key in ("input_ids", "attention_mask", "token_type_ids") if key in windows]
     features = [{key: windows[key][index] for key in inputs} for index in range(len(windows["input_ids"]))]
     starts, ends = [], []
-    for out in _forward_in_order(model, tokenizer, features, batch_size, info.get("precision", "fp32")):
+    for out in forward(features):
         starts.extend(out.start_logits.float().cpu().numpy())
         ends.extend(out.end_logits.float().cpu().numpy())
     window_rows = [
@@ -267,10 +259,9 @@ def _score_qa(
     )
     answers = {prediction.id: prediction.prediction_text for prediction in predictions}
     golds = {row[task.id_column]: row[task.label_column]["text"] for row in rows}
-    result.metrics = squad_v2_metrics(answers, golds)
-    result.value = result.metrics[task.metric]
     exact, f1, _ = squad_v2_question_scores(answers, golds)
-    result.standard_error = standard_error_of_mean(list((f1 if task.metric == "f1" else exact).values()))
+    standard_error = standard_error_of_mean(list((f1 if task.metric == "f1" else exact).values()))
+    return squad_v2_metrics(answers, golds), standard_error
 
 
 def write_scores(
@@ -287,8 +278,6 @@ def write_scores(
     Raises:
         EvaluationError: no saved model, or one of another task than ``task_name``.
     """
-    from finetune_hpo.io import write_json_atomic
-
     if read_best_model_info(Path(model_dir)) is None:
         raise EvaluationError(
             f"{model_dir} holds no model saved by finetune-hpo; was the study run with selection.save_best_model?"

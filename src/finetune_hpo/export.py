@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +20,16 @@ import yaml
 from optuna.trial import TrialState
 
 from finetune_hpo.best_model import best_complete_trial
-from finetune_hpo.config import OPTIMAL_SCHEMA, StudySettings
+from finetune_hpo.config import OPTIMAL_SCHEMA
 from finetune_hpo.io import write_text_atomic
+from finetune_hpo.settings import StudySettings
+from finetune_hpo.storage import StudyPaths, load_stored_study, storage_label
 
 logger = logging.getLogger(__name__)
 
 
 class ExportError(RuntimeError):
     """The study cannot be exported (not finished, or the result breaks the schema)."""
-
-
-def redact_url(url: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", url)
 
 
 # Scores of the same model on the same rows may differ by float summation order across batch shapes;
@@ -45,12 +42,12 @@ def objective_definition(settings: StudySettings) -> str:
     metric = settings.task.metric
     if settings.task.is_classification:
         return f"{metric} (percent) of the trial's model on the selection set, evaluated after the last training epoch"
-    qa = settings.config["model"]["qa"]
+    qa = settings.model.qa
     return (
         "SQuAD v2 F1 (percent, official answer normalization) on the selection set after the last training epoch; "
         f"a question is answered empty when its null score minus its best span score exceeds "
-        f"null_score_threshold={qa['null_score_threshold']} (best span over {qa['n_best']} start/end candidates per "
-        f"window, at most {qa['max_answer_length']} tokens)"
+        f"null_score_threshold={qa.null_score_threshold} (best span over {qa.n_best} start/end candidates per "
+        f"window, at most {qa.max_answer_length} tokens)"
     )
 
 
@@ -82,8 +79,6 @@ def best_config(
     attrs = best.user_attrs
     definition = study.user_attrs.get("definition", {})
     splits = data_summary["splits"]
-    config = settings.config
-    sampler = config["optuna"]["sampler"]
     training_keys = (
         "per_device_batch_size",
         "gradient_accumulation_steps",
@@ -92,16 +87,12 @@ def best_config(
         "trainable_parameters",
         "total_parameters",
     )
-    task_config = config["tasks"][settings.task.name]
-    source = "local files" if task_config.get("data_files") else f"hub:{settings.task.hub_path}"
-    if settings.task.hub_config and not task_config.get("data_files"):
-        source += f"/{settings.task.hub_config}"
     seeds_used = []
     for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
         seed = trial.user_attrs.get("sampler_seed")
         if seed is not None and seed not in seeds_used:
             seeds_used.append(seed)
-    model = config["model"]
+    model = settings.model
     document = {
         "study_name": settings.study_name,
         "task": settings.task.name,
@@ -130,14 +121,14 @@ def best_config(
             "gpu_name": attrs.get("gpu_name"),
             # per-device x accumulation x GPUs: what the learning rate was tuned for.
             "effective_batch_size": attrs.get("effective_batch_size"),
-            "max_seq_length": model["max_seq_length"],
-            "qa": dict(model["qa"]) if not settings.task.is_classification else None,
+            "max_seq_length": model.max_seq_length,
+            "qa": asdict(model.qa) if not settings.task.is_classification else None,
             "lora_target_modules": attrs.get("lora_target_modules"),
             "lora_modules_to_save": attrs.get("lora_modules_to_save"),
         },
         "versions": attrs.get("versions", {}),
         "dataset": {
-            "source": source,
+            "source": settings.data_source,
             "train_size": splits["train"]["size"],
             "validation_size": splits["validation"]["size"],
             "train_sha256": splits["train"]["sha256"],
@@ -147,8 +138,8 @@ def best_config(
         "seed": settings.seed,
         "sampler": {
             "name": "TPESampler",
-            "n_startup_trials": sampler["n_startup_trials"],
-            "multivariate": sampler["multivariate"],
+            "n_startup_trials": settings.sampler.n_startup_trials,
+            "multivariate": settings.sampler.multivariate,
             "seed": settings.sampler_seed,
             # A resumed study re-seeds its sampler past the stored trials; these are the seeds used.
             "seeds_used": seeds_used,
@@ -278,6 +269,34 @@ def export_best_config(
         out_path,
     )
     return document
+
+
+def export_study(
+    settings: StudySettings,
+    study_dir: Path,
+    data_summary_path: Path,
+    out_path: Path,
+    best_model_scores_path: Path | None = None,
+) -> dict[str, Any]:
+    """Load a finished study from its storage and export its best configuration (rule export_best_config).
+
+    Args:
+        settings: The study's settings.
+        study_dir: The study's folder (its journal, or beside the trials table for an RDB).
+        data_summary_path: ``summary.json`` of the task's data.
+        out_path: ``analysis/<study>_optimal.yaml``.
+        best_model_scores_path: The saved best model's independent scores, when one was kept.
+    """
+    study = load_stored_study(settings.storage, settings.study_name, study_dir)
+    scores = json.loads(best_model_scores_path.read_text()) if best_model_scores_path is not None else None
+    return export_best_config(
+        study,
+        settings,
+        json.loads(Path(data_summary_path).read_text()),
+        out_path,
+        storage_label(settings.storage, StudyPaths(study_dir)),
+        scores,
+    )
 
 
 def load_optimal(path: Path) -> dict[str, Any]:

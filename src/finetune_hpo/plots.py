@@ -19,7 +19,7 @@ matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt
 import optuna
 
-from finetune_hpo.report import StudyReview, parameter_importances
+from finetune_hpo.review import StudyReview, parameter_importances
 from finetune_hpo.tasks import METHODS
 
 logger = logging.getLogger(__name__)
@@ -40,19 +40,19 @@ def _note(path: Path, title: str, text: str) -> None:
     _save(figure, path)
 
 
-def plot_study(study: optuna.Study, out_dir: Path) -> dict[str, Path]:
-    """Write ``history.png``, ``importances.png`` and ``slice.png`` for ``study`` into ``out_dir``."""
+def plot_study(study: optuna.Study, history: Path, importances: Path, slice_plot: Path) -> dict[str, Path]:
+    """Write the optimization history, the importances and the slice plot of ``study`` to these paths."""
     from optuna.visualization import matplotlib as optuna_plots
 
-    paths = {name: out_dir / f"{name}.png" for name in ("history", "importances", "slice")}
+    paths = {"history": Path(history), "importances": Path(importances), "slice": Path(slice_plot)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna marks its matplotlib backend experimental
         axis = optuna_plots.plot_optimization_history(study)
         axis.set_title(f"{study.study_name}: optimization history")
         _save(axis.figure, paths["history"])
 
-        importances, note = parameter_importances(study)
-        if importances:
+        values, note = parameter_importances(study)
+        if values:
             axis = optuna_plots.plot_param_importances(
                 study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
             )

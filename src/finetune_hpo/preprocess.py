@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from finetune_hpo.config import ConfigError
 from finetune_hpo.io import write_json_atomic
 from finetune_hpo.qa import QAWindowing, prepare_train_features, prepare_validation_features
 from finetune_hpo.tasks import TaskSpec
@@ -41,8 +42,6 @@ class TokenizedTask:
 def load_tokenizer(model_name_or_path: str) -> Any:
     """The model's tokenizer; a clear ``ConfigError`` when the model is neither local nor on the hub."""
     from transformers import AutoTokenizer
-
-    from finetune_hpo.config import ConfigError
 
     try:
         return AutoTokenizer.from_pretrained(model_name_or_path)

@@ -54,41 +54,36 @@ class TaskSpec:
         return self.problem_type == "classification"
 
 
+def _glue_task(
+    name: str,
+    text_columns: tuple[str, ...],
+    label_names: tuple[str, ...],
+    metric: str = "accuracy",
+    extra_metrics: tuple[str, ...] = (),
+) -> TaskSpec:
+    """A GLUE classification task as the hub's ``nyu-mll/glue`` serves it (config = the task's name)."""
+    return TaskSpec(
+        name=name,
+        problem_type="classification",
+        hub_path="nyu-mll/glue",
+        hub_config=name,
+        text_columns=text_columns,
+        label_column="label",
+        label_names=label_names,
+        metric=metric,
+        extra_metrics=extra_metrics,
+    )
+
+
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
-        TaskSpec(
-            name="sst2",
-            problem_type="classification",
-            hub_path="nyu-mll/glue",
-            hub_config="sst2",
-            text_columns=("sentence",),
-            label_column="label",
-            label_names=("negative", "positive"),
-            metric="accuracy",
+        _glue_task("sst2", ("sentence",), ("negative", "positive")),
+        # The protocol scores MRPC by F1 of the "equivalent" class; accuracy is kept beside it.
+        _glue_task(
+            "mrpc", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"), "f1", extra_metrics=("accuracy",)
         ),
-        TaskSpec(
-            name="mrpc",
-            problem_type="classification",
-            hub_path="nyu-mll/glue",
-            hub_config="mrpc",
-            text_columns=("sentence1", "sentence2"),
-            label_column="label",
-            label_names=("not_equivalent", "equivalent"),
-            # The protocol scores MRPC by F1 of the "equivalent" class; accuracy is kept beside it.
-            metric="f1",
-            extra_metrics=("accuracy",),
-        ),
-        TaskSpec(
-            name="rte",
-            problem_type="classification",
-            hub_path="nyu-mll/glue",
-            hub_config="rte",
-            text_columns=("sentence1", "sentence2"),
-            label_column="label",
-            label_names=("entailment", "not_entailment"),
-            metric="accuracy",
-        ),
+        _glue_task("rte", ("sentence1", "sentence2"), ("entailment", "not_entailment")),
         TaskSpec(
             name="squad_v2",
             problem_type="extractive_qa",

@@ -11,7 +11,7 @@ from finetune_hpo.data import DataError
 validate(config, "../schemas/config.schema.yaml")
 try:
     # The checks a schema cannot express (ranges, unknown keys, data columns), before any job starts.
-    check_config(config)
+    check_config(config, schema_validated=True)
 except (ConfigError, DataError) as err:
     raise WorkflowError(f"Invalid configuration: {err}") from None
 
@@ -91,8 +91,35 @@ def get_best_model_scores(wildcards):
     return f"results/studies/{wildcards.task}_{wildcards.method}/best_model_scores.json"
 
 
-def get_task_config(wildcards):
-    return config["tasks"][wildcards.task]
+def get_train_size(wildcards):
+    return config["tasks"][wildcards.task]["train_size"]
+
+
+def get_validation_fraction(wildcards):
+    return config["tasks"][wildcards.task]["validation_fraction"]
+
+
+def get_reviewed_studies():
+    """Every planned (task, method), in the order of get_review_inputs' lists."""
+    return [[task, method] for task in PLANNED_TASKS for method in METHODS]
+
+
+def get_review_inputs(wildcards):
+    """What the review and the LoRA-vs-full figure read, per planned study: its export, its trials table
+    (the study's storage is beside it) and its data summary, as lists aligned with get_reviewed_studies.
+    """
+    studies = get_reviewed_studies()
+    tasks = [task for task, _ in studies]
+    methods = [method for _, method in studies]
+    return {
+        "optimal": expand(
+            rules.export_best_config.output.optimal, zip, task=tasks, method=methods
+        ),
+        "trials": expand(
+            rules.run_study.output.trials, zip, task=tasks, method=methods
+        ),
+        "summaries": expand(rules.subsample_dataset.output.summary, zip, task=tasks),
+    }
 
 
 def get_study_definition(wildcards):

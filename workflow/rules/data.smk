@@ -15,8 +15,11 @@ rule subsample_dataset:
         "results/benchmarks/subsample_dataset/{task}.tsv"
     conda:
         "../../environment.yml"
+    threads: 1
     params:
-        task_config=get_task_config,
+        data_files=get_data_files,
+        train_size=get_train_size,
+        validation_fraction=get_validation_fraction,
         seed=config["seed"],
         confirmation_max_rows=get_confirmation_max_rows(),
     script:
@@ -36,7 +39,10 @@ rule tokenize_dataset:
         "results/benchmarks/tokenize_dataset/{task}.tsv"
     conda:
         "../../environment.yml"
+    threads: 1
     params:
-        model=config["model"],
+        model_name_or_path=config["model"]["name_or_path"],
+        max_seq_length=config["model"]["max_seq_length"],
+        qa=config["model"]["qa"],
     script:
         "../scripts/tokenize_dataset.py"

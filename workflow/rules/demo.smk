@@ -29,6 +29,8 @@ if is_demo_model():
             "../../environment.yml"
         params:
             seed=config["seed"],
+            # Enough text for a WordPiece vocabulary and 600 masked-LM steps.
+            n_sentences=20000,
         script:
             "../scripts/write_demo_corpus.py"
 

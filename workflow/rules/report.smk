@@ -27,15 +27,13 @@ rule plot_study:
         f"{LOGS}/plot_study/{{task}}_{{method}}.log",
     conda:
         "../../environment.yml"
-    params:
-        study_dir=subpath(input.trials, parent=True),
     script:
         "../scripts/plot_study.py"
 
 
 rule plot_lora_vs_full:
     input:
-        get_optimal_configs(),
+        unpack(get_review_inputs),
     output:
         figure=report(
             "results/figures/lora_vs_full.png",
@@ -46,13 +44,15 @@ rule plot_lora_vs_full:
         f"{LOGS}/plot_lora_vs_full.log",
     conda:
         "../../environment.yml"
+    params:
+        studies=get_reviewed_studies(),
     script:
         "../scripts/plot_lora_vs_full.py"
 
 
 rule check_phase1:
     input:
-        get_optimal_configs(),
+        unpack(get_review_inputs),
     output:
         markdown="results/summary.md",
         csv=report(
@@ -62,5 +62,7 @@ rule check_phase1:
         f"{LOGS}/check_phase1.log",
     conda:
         "../../environment.yml"
+    params:
+        studies=get_reviewed_studies(),
     script:
         "../scripts/check_phase1.py"

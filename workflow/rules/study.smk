@@ -15,6 +15,7 @@ rule run_study_worker:
         "results/benchmarks/run_study/{task}_{method}.worker{worker}.tsv"
     conda:
         "../../environment.yml"
+    threads: 1
     resources:
         # One GPU per study job (a profile may override): the job claims a free one (finetune_hpo.gpus), and
         # the profile's global gpu=N lets Snakemake run N studies at once on an N-GPU machine.
@@ -22,6 +23,7 @@ rule run_study_worker:
     params:
         definition=get_study_definition,
         study_dir=subpath(output.done, ancestor=2),
+        wandb_dir="results/wandb",
     script:
         "../scripts/run_study.py"
 
@@ -42,12 +44,15 @@ rule run_study:
         "results/benchmarks/run_study/{task}_{method}.tsv"
     conda:
         "../../environment.yml"
+    threads: 1
     resources:
         # As in run_study_worker: one GPU per study job.
         gpu=1,
     params:
         definition=get_study_definition,
         study_dir=subpath(output.trials, parent=True),
+        # Offline W&B runs, uploaded later with `wandb sync`.
+        wandb_dir="results/wandb",
     script:
         "../scripts/run_study.py"
 
@@ -65,11 +70,13 @@ rule score_best_model:
         f"{LOGS}/score_best_model/{{task}}_{{method}}.log",
     conda:
         "../../environment.yml"
+    threads: 1
     resources:
         gpu=1,
     params:
         # Written by run_study beside its journal (kept like it, so not an output).
         model=get_best_model_dir,
+        batch_size=config["training"]["eval_batch_size"],
     script:
         "../scripts/score_best_model.py"
 

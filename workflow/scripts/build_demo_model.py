@@ -1,5 +1,18 @@
-"""Snakemake script of rule build_demo_model: build and pretrain the demo's tiny BERT."""
+"""Rule build_demo_model: a WordPiece tokenizer and a tiny BERT pretrained by masked-LM on the demo corpus."""
 
-from finetune_hpo.workflow import build_demo_model
+import logging
+from pathlib import Path
 
-build_demo_model(snakemake)  # noqa: F821 - the object Snakemake injects into scripts
+from finetune_hpo.demo import build_tiny_model
+from finetune_hpo.jobs import workflow_job
+
+smk = snakemake  # noqa: F821 - the object Snakemake injects into scripts
+with workflow_job(smk.log[0]):
+    info = build_tiny_model(
+        Path(smk.input.corpus),
+        Path(smk.output.model),
+        seed=smk.params.seed,
+        pretrain_steps=smk.params.pretrain_steps,
+        threads=smk.threads,
+    )
+    logging.getLogger("finetune_hpo").info("tiny model: %s", info)

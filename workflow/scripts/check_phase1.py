@@ -1,5 +1,22 @@
-"""Snakemake script of rule check_phase1: review every study and write the summary table."""
+"""Rule check_phase1: the review table over every planned study; fails when an export is missing or invalid."""
 
-from finetune_hpo.workflow import check_phase1
+import logging
+import sys
+from pathlib import Path
 
-check_phase1(snakemake)  # noqa: F821 - the object Snakemake injects into scripts
+from finetune_hpo.jobs import workflow_job
+from finetune_hpo.report import render_terminal, write_summary
+from finetune_hpo.review import review_phase1, study_files
+
+smk = snakemake  # noqa: F821 - the object Snakemake injects into scripts
+with workflow_job(smk.log[0]):
+    studies = study_files(smk.config, smk.params.studies, smk.input.optimal, smk.input.trials, smk.input.summaries)
+    reviews = review_phase1(studies)
+    write_summary(reviews, Path(smk.output.markdown), Path(smk.output.csv))
+    logger = logging.getLogger("finetune_hpo")
+    logger.info("Phase 1 review (%s):\n%s", smk.output.markdown, render_terminal(reviews))
+    failed = [review for review in reviews if review.failed]
+    for review in failed:
+        logger.error("%s: %s", review.study_name, review.problem)
+    if failed:
+        sys.exit(1)

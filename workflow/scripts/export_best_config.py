@@ -1,5 +1,17 @@
-"""Snakemake script of rule export_best_config: export a study's best configuration."""
+"""Rule export_best_config: analysis/<task>_<method>_optimal.yaml, what Phase 2 reads."""
 
-from finetune_hpo.workflow import export_best_config
+from pathlib import Path
 
-export_best_config(snakemake)  # noqa: F821 - the object Snakemake injects into scripts
+from finetune_hpo.config import study_settings
+from finetune_hpo.export import export_study
+from finetune_hpo.jobs import workflow_job
+
+smk = snakemake  # noqa: F821 - the object Snakemake injects into scripts
+with workflow_job(smk.log[0]):
+    export_study(
+        study_settings(smk.config, smk.wildcards.task, smk.wildcards.method),
+        Path(smk.params.study_dir),
+        Path(smk.input.summary),
+        Path(smk.output.optimal),
+        Path(smk.input.scores) if smk.input.get("scores") else None,
+    )

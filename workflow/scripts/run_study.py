@@ -1,5 +1,24 @@
-"""Snakemake script of rule run_study: run or resume one Optuna study."""
+"""Rules run_study and run_study_worker: run or resume one Optuna study to exactly n_trials COMPLETE trials."""
 
-from finetune_hpo.workflow import run_study
+import json
+from pathlib import Path
 
-run_study(snakemake)  # noqa: F821 - the object Snakemake injects into scripts
+from finetune_hpo.gpus import claim_gpu
+from finetune_hpo.jobs import workflow_job
+
+smk = snakemake  # noqa: F821 - the object Snakemake injects into scripts
+with workflow_job(smk.log[0]):
+    claim_gpu()  # before torch is imported: pins this job to one free GPU of the host
+    from finetune_hpo.config import study_settings
+    from finetune_hpo.study import run_study
+
+    run_study(
+        study_settings(smk.config, smk.wildcards.task, smk.wildcards.method),
+        Path(smk.input.tokenized),
+        json.loads(Path(smk.input.summary).read_text()),
+        Path(smk.params.study_dir),
+        threads=smk.threads,
+        wandb_dir=Path(smk.params.wandb_dir),
+        # A worker job of a shared study leaves the trials table (and the W&B summary) to rule run_study.
+        finalize=hasattr(smk.output, "trials"),
+    )

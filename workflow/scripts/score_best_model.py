@@ -1,5 +1,20 @@
-"""Snakemake script of rule score_best_model: rescore the saved best model with plain transformers/peft."""
+"""Rule score_best_model: the saved best model, reloaded with plain transformers/peft, scored on the selection
+set (it must reproduce the study's best value) and on the held-out confirmation rows."""
 
-from finetune_hpo.workflow import score_best_model
+from pathlib import Path
 
-score_best_model(snakemake)  # noqa: F821 - the object Snakemake injects into scripts
+from finetune_hpo.gpus import claim_gpu
+from finetune_hpo.jobs import workflow_job
+
+smk = snakemake  # noqa: F821 - the object Snakemake injects into scripts
+with workflow_job(smk.log[0]):
+    claim_gpu()  # before torch is imported, as for the studies
+    from finetune_hpo.evaluation import write_scores
+
+    write_scores(
+        Path(smk.params.model),
+        [Path(smk.input.selection), Path(smk.input.confirmation)],
+        Path(smk.output.scores),
+        task_name=smk.wildcards.task,
+        batch_size=smk.params.batch_size,
+    )

@@ -1,5 +1,23 @@
-"""Snakemake script of rule subsample_dataset: draw a task's seeded, stratified tier."""
+"""Rule subsample_dataset: the seeded, stratified training tier, selection set and confirmation rows."""
 
-from finetune_hpo.workflow import subsample_dataset
+import json
+import logging
+from pathlib import Path
 
-subsample_dataset(snakemake)  # noqa: F821 - the object Snakemake injects into scripts
+from finetune_hpo.data import load_splits, subsample, write_subsample
+from finetune_hpo.jobs import workflow_job
+from finetune_hpo.tasks import TASKS
+
+smk = snakemake  # noqa: F821 - the object Snakemake injects into scripts
+with workflow_job(smk.log[0]):
+    task = TASKS[smk.wildcards.task]
+    drawn = subsample(
+        task,
+        load_splits(task, smk.params.data_files or None),
+        smk.params.train_size,
+        smk.params.validation_fraction,
+        smk.params.seed,
+        confirmation_max_rows=smk.params.confirmation_max_rows,
+    )
+    summary = write_subsample(task, drawn, Path(smk.output.summary).parent, smk.params.seed)
+    logging.getLogger("finetune_hpo").info("%s: %s", task.name, json.dumps(summary["splits"]))

@@ -1,5 +1,10 @@
-"""Snakemake script of rule write_demo_corpus: write the demo's pretraining corpus."""
+"""Rule write_demo_corpus: the sentences the demo's tiny model is pretrained on."""
 
-from finetune_hpo.workflow import write_demo_corpus
+from pathlib import Path
 
-write_demo_corpus(snakemake)  # noqa: F821 - the object Snakemake injects into scripts
+from finetune_hpo.demo import write_corpus
+from finetune_hpo.jobs import workflow_job
+
+smk = snakemake  # noqa: F821 - the object Snakemake injects into scripts
+with workflow_job(smk.log[0]):
+    write_corpus(Path(smk.output.corpus), n_sentences=smk.params.n_sentences, seed=smk.params.seed)

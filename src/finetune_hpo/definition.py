@@ -1,0 +1,119 @@
+"""What a study is: its definition and fingerprint (a stored study defined otherwise is refused rather
+than mixed), and its creation or resumption with a sampler seeded past the trials already stored."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+import optuna
+from optuna.distributions import distribution_to_json
+
+from finetune_hpo.settings import StudySettings
+from finetune_hpo.storage import StudyError
+
+logger = logging.getLogger(__name__)
+
+
+def study_definition(settings: StudySettings, data_summary: Mapping[str, Any]) -> dict[str, Any]:
+    """What defines a study: every setting that changes a trial's result. A stored study with other values
+    is a different experiment (settings that only change speed or bookkeeping are left out)."""
+    model = settings.model
+    return {
+        "task": settings.task.name,
+        "method": settings.method,
+        "metric": settings.task.metric,
+        "model": settings.model_name_or_path,
+        "search_space": {name: json.loads(distribution_to_json(d)) for name, d in settings.search_space.items()},
+        # The confirmation rows are not the study's data: they are scored after it.
+        "data_sha256": {split: data_summary["splits"][split]["sha256"] for split in ("train", "validation")},
+        "max_seq_length": model.max_seq_length,
+        "qa": asdict(model.qa) if not settings.task.is_classification else None,
+        "lora_target_modules": _plain(model.lora_target_modules) if settings.method == "lora" else None,
+        "lora_modules_to_save": _plain(model.lora_modules_to_save) if settings.method == "lora" else None,
+        "precision": settings.training.precision,
+        "sampler": {
+            "n_startup_trials": settings.sampler.n_startup_trials,
+            "multivariate": settings.sampler.multivariate,
+            "seed": settings.sampler.seed,
+        },
+        "pruner": settings.pruner,
+        "seed": settings.seed,
+    }
+
+
+def _plain(value: str | tuple[str, ...] | None) -> str | list[str] | None:
+    # As the config wrote it (JSON has lists), so a definition stored before typed settings still matches.
+    return list(value) if isinstance(value, tuple) else value
+
+
+def fingerprint(definition: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    return sorted(key for key in set(stored) | set(current) if stored.get(key) != current.get(key))
+
+
+def open_study(
+    settings: StudySettings,
+    storage: optuna.storages.BaseStorage,
+    definition: Mapping[str, Any],
+    *,
+    allow_new_definition: bool = False,
+) -> tuple[optuna.Study, int]:
+    """Create or resume the study, with a sampler seeded past the trials already stored.
+
+    Returns:
+        The study and the seed its sampler was given in this process (recorded on every trial it runs).
+
+    Raises:
+        StudyError: the stored study was defined differently and ``allow_new_definition`` is false.
+    """
+    study = optuna.create_study(
+        study_name=settings.study_name, storage=storage, direction="maximize", load_if_exists=True
+    )
+    stored = study.user_attrs.get("definition")
+    if stored is not None and stored != dict(definition) and study.trials:
+        if not allow_new_definition:
+            raise StudyError(
+                f"study {settings.study_name!r} already has {len(study.trials)} trial(s) run with a different "
+                f"{', '.join(_differences(stored, definition))}. Mixing them would corrupt the search. Restore the "
+                "old settings, or start a new study: move the study's storage away (results/studies/"
+                f"{settings.study_name}/) or run with --new-study to record the new definition and continue."
+            )
+        logger.warning(
+            "study %s: definition changed (%s); continuing as asked",
+            settings.study_name,
+            ", ".join(_differences(stored, definition)),
+        )
+    study.set_user_attr("definition", dict(definition))
+    study.set_user_attr("fingerprint", fingerprint(definition))
+    # Seeding with the stored trial count keeps a resumed study reproducible without replaying the
+    # first run's suggestions. Workers sharing a study would all start from the same count, so each
+    # adds its process id: parallel workers must not propose the same parameters.
+    seed = settings.sampler_seed + len(study.trials)
+    if isinstance(storage, optuna.storages.RDBStorage) and settings.storage.workers_per_study > 1:
+        seed += os.getpid()
+    study.sampler = optuna.samplers.TPESampler(
+        n_startup_trials=settings.sampler.n_startup_trials,
+        multivariate=settings.sampler.multivariate,
+        constant_liar=True,  # a running trial counts as a bad result, so parallel workers spread out
+        seed=seed,
+    )
+    study.pruner = make_pruner(settings.pruner)
+    return study, seed
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    if name == "median":
+        # Never prune before the random start-up trials have given a median to compare with.
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1)
+    return optuna.pruners.NopPruner()

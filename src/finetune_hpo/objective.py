@@ -1,0 +1,218 @@
+"""One trial: suggest its parameters, train and score it, record what it did (W&B run, trial attributes,
+QA predictions) and keep its model when it beats the best COMPLETE trial."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from finetune_hpo.best_model import beats, best_complete_trial, save_trial_model
+from finetune_hpo.config import looks_like_local_path
+from finetune_hpo.io import write_jsonl_atomic
+from finetune_hpo.models import library_versions
+from finetune_hpo.preprocess import TokenizedTask
+from finetune_hpo.search_space import suggest
+from finetune_hpo.settings import StudySettings
+from finetune_hpo.storage import StudyPaths
+from finetune_hpo.tracking import TrialRun
+from finetune_hpo.training import TrainingSetup, train_and_evaluate
+
+logger = logging.getLogger(__name__)
+
+
+class Objective:
+    """Trains one trial; data, tokenizer and base weights are loaded once and shared by all trials.
+
+    Args:
+        settings: The study's settings.
+        setup: What every trial shares (``keep_model`` set when the best model is saved).
+        base_model: The pretrained model with the task's head; copied per trial.
+        tokenizer: The model's tokenizer.
+        data: The tokenized task.
+        paths: The study's files.
+        wandb_dir: Where offline W&B runs go.
+        sampler_seed: The seed this process gave the sampler (recorded on each trial).
+        best_model_info: What the saved best model's card records besides the trial (data hashes, the
+            settings it was trained with); ``None`` keeps no model.
+    """
+
+    def __init__(
+        self,
+        settings: StudySettings,
+        setup: TrainingSetup,
+        base_model: torch.nn.Module,
+        tokenizer: Any,
+        data: TokenizedTask,
+        paths: StudyPaths,
+        wandb_dir: Path | None,
+        sampler_seed: int | None = None,
+        best_model_info: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.setup = setup
+        self.base_model = base_model
+        self.tokenizer = tokenizer
+        self.data = data
+        self.paths = paths
+        self.wandb_dir = wandb_dir
+        self.sampler_seed = sampler_seed
+        self.best_model_info = best_model_info
+        self.versions = library_versions()
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self._refuse_surplus(trial)
+        # Recorded before suggesting, the way TPE itself decides: fewer COMPLETE/PRUNED trials than
+        # n_startup_trials means a random draw (FAIL trials do not count, so numbers alone mislead).
+        seen = len(trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        trial.set_user_attr("startup_trial", seen < self.settings.sampler.n_startup_trials)
+        if self.sampler_seed is not None:
+            trial.set_user_attr("sampler_seed", self.sampler_seed)
+        params = suggest(trial, self.settings.search_space)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        run = TrialRun(
+            project=self.settings.wandb.project,
+            entity=self.settings.wandb.entity,
+            mode=self.settings.wandb.mode,
+            group=self.settings.study_name,
+            name=f"trial-{trial.number}",
+            config={
+                **trial.params,
+                "trial_number": trial.number,
+                "task": self.settings.task.name,
+                "method": self.settings.method,
+                "model": self.settings.model_name_or_path,
+            },
+            directory=self.wandb_dir,
+        )
+        if run.run_id:
+            trial.set_user_attr("wandb_run_id", run.run_id)
+        metric = self.settings.task.metric
+
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            run.log({f"eval/{key}": value for key, value in metrics.items()} | {"epoch": epoch})
+            if metric in metrics and math.isfinite(metrics[metric]):
+                trial.report(metrics[metric], epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after epoch {epoch} ({metric}={metrics[metric]:.2f})")
+
+        try:
+            outcome = train_and_evaluate(self.setup, self.base_model, self.tokenizer, self.data, params, on_epoch)
+        except optuna.TrialPruned:
+            run.summary({"state": "PRUNED"})
+            run.finish()
+            raise
+        except BaseException as err:
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
+            run.summary({"state": "FAIL", "error": repr(err)[:500]})
+            run.finish(exit_code=1)
+            raise
+        for key, value in {
+            "metrics": outcome.metrics,
+            "history": outcome.history,
+            "train_seconds": round(outcome.train_seconds, 3),
+            "per_device_batch_size": outcome.per_device_batch_size,
+            "gradient_accumulation_steps": outcome.gradient_accumulation_steps,
+            "oom_retries": outcome.oom_retries,
+            "trainable_parameters": outcome.trainable_parameters,
+            "total_parameters": outcome.total_parameters,
+            "precision": outcome.precision,
+            "n_gpu": outcome.n_gpu,
+            "gpu_name": outcome.gpu_name,
+            "versions": self.versions,
+            "effective_batch_size": outcome.effective_batch_size,
+            "lora_target_modules": outcome.lora_target_modules,
+            "lora_modules_to_save": outcome.lora_modules_to_save,
+        }.items():
+            trial.set_user_attr(key, value)
+        best = best_complete_trial(trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        if outcome.model is not None and self.best_model_info is not None and beats(outcome.value, trial.number, best):
+            # Written now, while the model is in memory; promoted to best_model only once Optuna has
+            # stored the trial as COMPLETE (promote_best_model, after each trial).
+            save_trial_model(
+                outcome.model,
+                self.tokenizer,
+                self.paths.best_model,
+                {
+                    **self.best_model_info,
+                    "trial": trial.number,
+                    "value": outcome.value,
+                    "params": trial.params,
+                    "metrics": outcome.metrics,
+                    "lora_target_modules": outcome.lora_target_modules,
+                    "lora_modules_to_save": outcome.lora_modules_to_save,
+                    "precision": outcome.precision,
+                    "eval_batch_size": self.setup.eval_batch_size,
+                    "fingerprint": trial.study.user_attrs.get("fingerprint"),
+                },
+            )
+        outcome.model = None
+        if outcome.qa_predictions is not None:
+            write_jsonl_atomic(
+                self.paths.predictions_dir / f"trial-{trial.number}.jsonl",
+                self._prediction_rows(outcome.qa_predictions),
+            )
+        run.summary({"objective": outcome.value, "state": "COMPLETE", **outcome.metrics})
+        run.finish()
+        return outcome.value
+
+    def _refuse_surplus(self, trial: optuna.Trial) -> None:
+        """With several workers, two may start a trial for the last slot: the higher number yields.
+
+        Trial numbers are assigned atomically by the storage, so counting the COMPLETE and RUNNING trials
+        numbered below this one decides which trials fill the ``n_trials`` slots, before any training.
+        """
+        states = (TrialState.COMPLETE, TrialState.RUNNING)
+        ahead = [t for t in trial.study.get_trials(deepcopy=False, states=states) if t.number < trial.number]
+        if len(ahead) >= self.settings.n_trials:
+            trial.set_user_attr("surplus", True)
+            raise optuna.TrialPruned(f"surplus: {len(ahead)} earlier trials already fill the study")
+
+    def _prediction_rows(self, predictions: list[Any]) -> list[dict[str, Any]]:
+        task = self.settings.task
+        golds = {row[task.id_column]: row[task.label_column]["text"] for row in self.data.validation_examples}
+        return [
+            {
+                "id": p.id,
+                "prediction": p.prediction_text,
+                "gold": golds.get(p.id, []),
+                "null_score": p.null_score,
+                "best_span_score": p.best_span_score if math.isfinite(p.best_span_score) else None,
+            }
+            for p in predictions
+        ]
+
+
+def best_model_card_info(settings: StudySettings, data_summary: Mapping[str, Any]) -> dict[str, Any]:
+    """What the saved best model records besides its trial: the base model, data and the settings that
+    a plain reload needs to score it the way the study did."""
+    base = settings.model_name_or_path
+    if looks_like_local_path(base) or Path(base).is_dir():
+        base = str(Path(base).resolve())  # the adapter must find its base from wherever it is scored
+    splits = data_summary["splits"]
+    return {
+        "study_name": settings.study_name,
+        "task": settings.task.name,
+        "method": settings.method,
+        "metric": settings.task.metric,
+        "base_model": base,
+        "seed": settings.seed,
+        "max_seq_length": settings.model.max_seq_length,
+        "qa": asdict(settings.model.qa) if not settings.task.is_classification else None,
+        "data": {
+            "train_size": splits["train"]["size"],
+            "train_sha256": splits["train"]["sha256"],
+            "selection_size": splits["validation"]["size"],
+            "selection_sha256": splits["validation"]["sha256"],
+            "selection_ids_sha256": splits["validation"].get("ids_sha256"),
+        },
+    }

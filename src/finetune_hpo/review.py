@@ -1,0 +1,327 @@
+"""The Phase 1 review in one table: are all optimal configs there and valid, did each study find a clear
+winner, did TPE beat its random start-up trials, and which hyperparameters mattered.
+
+Criteria (from the protocol): every expected ``analysis/<task>_<method>_optimal.yaml`` exists and is valid
+(FAIL otherwise); best vs worst COMPLETE trial differ by more than 5 points; the best model-guided trial
+beats the best random start-up trial; importances could be computed. The last three are PASS/WARN, each shown
+with its noise: the binomial standard error behind the gap, and the chance TPE would "win" as pure random search.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from finetune_hpo.best_model import best_complete_trial
+from finetune_hpo.config import study_settings
+from finetune_hpo.export import ExportError, load_optimal
+from finetune_hpo.settings import StudySettings
+from finetune_hpo.storage import StudyError, load_stored_study
+
+logger = logging.getLogger(__name__)
+
+MIN_GAP_POINTS = 5.0
+# Fewer COMPLETE trials than this give importances that are noise; we say so instead of reporting them.
+MIN_TRIALS_FOR_IMPORTANCE = 5
+
+
+@dataclass
+class StudyReview:
+    """One row of the review table.
+
+    Args:
+        study_name: ``<task>_<method>``.
+        status: ``OK``, ``MISSING`` or ``INVALID`` (the optimal YAML).
+        problem: Why the YAML is missing or invalid.
+        metric: The objective.
+        n_trials: COMPLETE trials.
+        best_value: Best objective.
+        worst_value: Worst COMPLETE objective.
+        gap: ``best_value - worst_value`` in points.
+        selection_value: The best trial's value on the selection set (``best_value``): optimistic, a maximum.
+        selection_size: Examples in the selection set.
+        selection_standard_error: Standard error of ``selection_value`` in points (binomial unless exported).
+        gap_noise: ``2*sqrt(2)*selection_standard_error``, a rough 2-sigma of a difference of two scores.
+        confirmation_value: The best model re-scored on held-out rows not used for selection (unbiased).
+        confirmation_size: Examples in the confirmation set.
+        confirmation_standard_error: Standard error of ``confirmation_value`` in points.
+        best_random: Best of the sampler's random start-up trials.
+        best_guided: Best of the trials TPE chose.
+        p_tpe_beats_random_by_chance: Chance that best guided > best random if TPE were random search.
+        startup_note: Set when start-up trials were labelled by counting, not by their ``startup_trial`` attribute.
+        baseline: Score of a trivial predictor on the validation set (majority class / always no answer).
+        importances: Hyperparameter -> importance (fANOVA), empty when too few trials.
+        importance_note: Why importances are missing.
+        mean_train_seconds: Mean training time of the COMPLETE trials.
+        trainable_parameters: Trainable parameters of the best trial.
+        criteria: Criterion -> ``PASS``/``WARN``/``FAIL``.
+    """
+
+    study_name: str
+    status: str = "OK"
+    problem: str = ""
+    metric: str = ""
+    n_trials: int = 0
+    best_value: float | None = None
+    worst_value: float | None = None
+    gap: float | None = None
+    selection_value: float | None = None
+    selection_size: int | None = None
+    selection_standard_error: float | None = None
+    gap_noise: float | None = None
+    confirmation_value: float | None = None
+    confirmation_size: int | None = None
+    confirmation_standard_error: float | None = None
+    best_random: float | None = None
+    best_guided: float | None = None
+    p_tpe_beats_random_by_chance: float | None = None
+    startup_note: str = ""
+    baseline: float | None = None
+    importances: dict[str, float] = field(default_factory=dict)
+    importance_note: str = ""
+    mean_train_seconds: float | None = None
+    trainable_parameters: int | None = None
+    criteria: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return "FAIL" in self.criteria.values()
+
+
+def majority_baseline(metric: str, validation_strata: Mapping[str, int]) -> float | None:
+    """The best score a constant prediction gets on the validation set, in percent.
+
+    Classification strata are label counts ("0", "1"); QA strata are answerable counts ("True", "False").
+    """
+    total = sum(validation_strata.values())
+    if total == 0:
+        return None
+    if set(validation_strata) <= {"True", "False"}:  # QA: always answering "no answer"
+        return 100.0 * validation_strata.get("False", 0) / total
+    if metric == "accuracy":
+        return 100.0 * max(validation_strata.values()) / total
+    if metric == "f1":  # F1 of the positive class: predicting all positive is the best constant
+        share = validation_strata.get("1", 0) / total
+        return 100.0 * 2 * share / (1 + share) if share else 0.0
+    return None
+
+
+def binomial_standard_error(value: float | None, size: int | None) -> float | None:
+    """Standard error in points of a percent score measured on ``size`` examples: ``100*sqrt(p(1-p)/n)``."""
+    if value is None or not size:
+        return None
+    share = min(max(value / 100.0, 0.0), 1.0)
+    return 100.0 * math.sqrt(share * (1.0 - share) / size)
+
+
+def chance_best_guided_wins(n_guided: int, n_random: int) -> float | None:
+    """P(best of ``n_guided`` beats best of ``n_random``) when all are exchangeable continuous draws: k/(k+m).
+
+    The overall maximum is equally likely to be any of the k+m trials; this is what "TPE beats its random
+    start" means for a sampler that learned nothing.
+    """
+    if n_guided == 0 or n_random == 0:
+        return None
+    return n_guided / (n_guided + n_random)
+
+
+def split_startup_trials(
+    trials: Sequence[FrozenTrial], n_startup_trials: int
+) -> tuple[list[FrozenTrial], list[FrozenTrial], int]:
+    """Split ``trials`` into TPE's random start-up trials and the trials it chose.
+
+    The ``startup_trial`` user attribute, recorded at suggestion time, decides. Trials stored before it existed
+    fall back to counting (trial number < ``n_startup_trials``), which is off when a FAIL trial sits among
+    them: TPE counts only COMPLETE/PRUNED trials, so its start-up runs past that number.
+
+    Returns:
+        The start-up trials, the guided trials, and how many trials were labelled by counting.
+    """
+    startup, guided, n_counted = [], [], 0
+    for trial in trials:
+        recorded = trial.user_attrs.get("startup_trial")
+        if recorded is None:
+            n_counted += 1
+            is_startup = trial.number < n_startup_trials
+        else:
+            is_startup = bool(recorded)
+        (startup if is_startup else guided).append(trial)
+    return startup, guided, n_counted
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def review_study(
+    study_name: str,
+    optimal_path: Path,
+    study: optuna.Study | None,
+    *,
+    expected_trials: int,
+    n_startup_trials: int,
+    validation_strata: Mapping[str, int] | None = None,
+) -> StudyReview:
+    """Review one study from its optimal YAML and, when given, its stored trials."""
+    review = StudyReview(study_name)
+    if not optimal_path.is_file():
+        review.status, review.problem = "MISSING", f"{optimal_path} does not exist"
+        review.criteria["optimal_yaml"] = "FAIL"
+        return review
+    try:
+        document = load_optimal(optimal_path)
+    except ExportError as err:
+        review.status, review.problem = "INVALID", str(err)
+        review.criteria["optimal_yaml"] = "FAIL"
+        return review
+    review.metric = document["metric"]
+    review.n_trials = document["n_trials"]
+    review.best_value = document["best_value"]
+    if document["n_trials"] != expected_trials or document["study_name"] != study_name:
+        review.status = "INVALID"
+        review.problem = (
+            f"{optimal_path}: study {document['study_name']} with {document['n_trials']} trials, "
+            f"expected {study_name} with {expected_trials}"
+        )
+        review.criteria["optimal_yaml"] = "FAIL"
+        return review
+    review.criteria["optimal_yaml"] = "PASS"
+    best_model = document.get("best_model")
+    if best_model is not None and not best_model["reproduced"]:
+        # The exported score is a claim the saved model does not back: Phase 2 must not plan on it.
+        review.criteria["best_model_reproduced"] = "FAIL"
+        review.problem = (
+            f"the saved best model scores {best_model['reloaded_selection_value']:.4f} on the selection set, "
+            f"the study exported {document['best_value']:.4f} (see {best_model['path']})"
+        )
+    # Files exported before the selection/confirmation split lack these keys: the selection set was the
+    # whole validation subsample then, and there is no confirmation value.
+    review.selection_value = float(document.get("selection_value", document["best_value"]))
+    review.selection_size = document.get("selection_size", document["dataset"]["validation_size"])
+    review.selection_standard_error = _optional_float(document.get("selection_standard_error"))
+    if review.selection_standard_error is None:
+        review.selection_standard_error = binomial_standard_error(review.selection_value, review.selection_size)
+    if review.selection_standard_error is not None:
+        review.gap_noise = 2 * math.sqrt(2) * review.selection_standard_error
+    review.confirmation_value = _optional_float(document.get("confirmation_value"))
+    if review.confirmation_value is not None:
+        review.confirmation_size = document.get("confirmation_size")
+        review.confirmation_standard_error = _optional_float(document.get("confirmation_standard_error"))
+        if review.confirmation_standard_error is None:
+            review.confirmation_standard_error = binomial_standard_error(
+                review.confirmation_value, review.confirmation_size
+            )
+    if validation_strata:
+        review.baseline = majority_baseline(review.metric, validation_strata)
+    if study is None:
+        return review
+    complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
+    values = [float(t.value) for t in complete]
+    review.worst_value = min(values)
+    review.gap = max(values) - min(values)
+    review.criteria["gap_gt_5"] = "PASS" if review.gap > MIN_GAP_POINTS else "WARN"
+    startup, guided, n_counted = split_startup_trials(complete, n_startup_trials)
+    if n_counted:
+        review.startup_note = (
+            f"{n_counted} of {len(complete)} COMPLETE trials predate the startup_trial attribute: labelled "
+            f"start-up by trial number < {n_startup_trials}, which a FAIL trial among them would shift"
+        )
+    review.best_random = max(float(t.value) for t in startup) if startup else None
+    review.best_guided = max(float(t.value) for t in guided) if guided else None
+    review.p_tpe_beats_random_by_chance = chance_best_guided_wins(len(guided), len(startup))
+    if review.best_random is not None and review.best_guided is not None:
+        review.criteria["tpe_beats_random"] = "PASS" if review.best_guided > review.best_random else "WARN"
+    else:
+        review.criteria["tpe_beats_random"] = "WARN"
+    review.importances, review.importance_note = parameter_importances(study)
+    review.criteria["importances"] = "PASS" if review.importances else "WARN"
+    seconds = [t.user_attrs["train_seconds"] for t in complete if "train_seconds" in t.user_attrs]
+    review.mean_train_seconds = sum(seconds) / len(seconds) if seconds else None
+    review.trainable_parameters = best_complete_trial(study.get_trials(deepcopy=False)).user_attrs.get(
+        "trainable_parameters"
+    )
+    return review
+
+
+def parameter_importances(study: optuna.Study) -> tuple[dict[str, float], str]:
+    """fANOVA importances (Optuna's default evaluator, seeded), or an empty dict and the reason."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
+        return {}, f"too few COMPLETE trials ({len(complete)} < {MIN_TRIALS_FOR_IMPORTANCE})"
+    if len({t.value for t in complete}) == 1:
+        return {}, "every trial scored the same"
+    try:
+        importances = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+        )
+    except (ValueError, RuntimeError) as err:
+        return {}, f"not computable ({err})"
+    return {name: float(value) for name, value in importances.items()}, ""
+
+
+@dataclass(frozen=True)
+class StudyFiles:
+    """What the review of one study reads, as the rule declares it (or the CLI finds it).
+
+    Args:
+        settings: The study's settings.
+        optimal: ``analysis/<study>_optimal.yaml``.
+        trials_table: ``results/studies/<study>/trials.csv``; the study's storage is beside it.
+        data_summary: ``results/data/<task>/summary.json`` (the selection set's label counts).
+    """
+
+    settings: StudySettings
+    optimal: Path
+    trials_table: Path
+    data_summary: Path
+
+
+def study_files(
+    config: Mapping[str, Any],
+    studies: Sequence[Sequence[str]],
+    optimal: Sequence[str],
+    trials: Sequence[str],
+    summaries: Sequence[str],
+) -> list[StudyFiles]:
+    """:class:`StudyFiles` from a rule's parallel lists: ``studies`` holds ``(task, method)`` pairs in the
+    order of the declared inputs."""
+    return [
+        StudyFiles(study_settings(config, task, method), Path(optimal_path), Path(trials_path), Path(summary))
+        for (task, method), optimal_path, trials_path, summary in zip(studies, optimal, trials, summaries, strict=True)
+    ]
+
+
+def review_phase1(studies: Sequence[StudyFiles]) -> list[StudyReview]:
+    """Review every study: its exported YAML, its stored trials and its selection set."""
+    reviews = []
+    for files in studies:
+        settings = files.settings
+        strata = (
+            json.loads(files.data_summary.read_text())["splits"]["validation"]["strata"]
+            if files.data_summary.is_file()
+            else None
+        )
+        study = None
+        try:
+            study = load_stored_study(settings.storage, settings.study_name, files.trials_table.parent)
+        except StudyError as err:
+            logger.warning("%s: no stored trials to review (%s)", settings.study_name, err)
+        reviews.append(
+            review_study(
+                settings.study_name,
+                files.optimal,
+                study,
+                expected_trials=settings.n_trials,
+                n_startup_trials=settings.sampler.n_startup_trials,
+                validation_strata=strata,
+            )
+        )
+    return reviews

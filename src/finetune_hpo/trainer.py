@@ -1,0 +1,177 @@
+"""The HF Trainer as a trial uses it: evaluation in dataset order, QA postprocessing in evaluation, and a
+callback for the NaN guard, the SIGTERM stop and the per-epoch hook of the study."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from finetune_hpo.metrics import classification_metrics, squad_v2_metrics
+from finetune_hpo.preprocess import TokenizedTask
+from finetune_hpo.qa import QAPrediction, postprocess_predictions
+from finetune_hpo.tasks import TaskSpec
+
+# Set by the study's SIGTERM handler. The handler also raises KeyboardInterrupt at once, but Python
+# swallows an exception raised while it runs a weakref or __del__ callback; checking this at every
+# training step makes sure the interrupt still ends the trial.
+stop_requested = threading.Event()
+
+
+class NaNLossError(RuntimeError):
+    """The training loss became NaN or infinite; the trial's score would be meaningless."""
+
+
+class EpochCallback:
+    """Trainer callback: NaN guard on every logged loss, and the per-epoch hook of the study."""
+
+    def __init__(self, on_epoch: Callable[[int, dict[str, float]], None] | None) -> None:
+        from transformers import TrainerCallback
+
+        outer = self
+
+        class Callback(TrainerCallback):
+            def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                if stop_requested.is_set():
+                    raise KeyboardInterrupt("stop requested (SIGTERM)")
+
+            def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+                loss = (logs or {}).get("loss")
+                if loss is not None and not math.isfinite(loss):
+                    raise NaNLossError(f"training loss became {loss} at step {state.global_step}")
+
+            def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kw: Any) -> None:
+                epoch_metrics = {
+                    key.removeprefix("eval_"): float(value)
+                    for key, value in (metrics or {}).items()
+                    if isinstance(value, int | float)
+                }
+                outer.history.append(epoch_metrics)
+                if outer.on_epoch is not None:
+                    outer.on_epoch(len(outer.history), epoch_metrics)
+
+        self.on_epoch = on_epoch
+        self.history: list[dict[str, float]] = []
+        self.callback = Callback()
+
+
+class QAScorer:
+    """``compute_metrics`` for QA: postprocess window logits into answers, then score like SQuAD v2."""
+
+    def __init__(self, data: TokenizedTask, task: TaskSpec, options: Mapping[str, Any]) -> None:
+        self.examples = data.validation_examples.to_list()
+        self.windows = data.validation_windows.to_list()
+        self.golds = {row[task.id_column]: row[task.label_column]["text"] for row in self.examples}
+        self.id_column = task.id_column
+        self.options = dict(options)
+        self.last_predictions: list[QAPrediction] = []
+
+    def __call__(self, eval_prediction: Any) -> dict[str, float]:
+        start_logits, end_logits = eval_prediction.predictions[:2]  # EvalLoopOutput or EvalPrediction
+        self.last_predictions = postprocess_predictions(
+            self.examples,
+            self.windows,
+            np.asarray(start_logits),
+            np.asarray(end_logits),
+            id_column=self.id_column,
+            **self.options,
+        )
+        answers = {prediction.id: prediction.prediction_text for prediction in self.last_predictions}
+        return squad_v2_metrics(answers, self.golds)
+
+
+def in_order_trainer_class(base: type | None = None) -> type:
+    """A Trainer that evaluates in dataset order, whatever the training sampler.
+
+    With ``train_sampling_strategy="group_by_length"``, transformers 5 also length-groups the *evaluation*
+    batches (``Trainer._get_eval_sampler``), so predictions come back permuted. QA postprocessing pairs
+    window logits with windows by position, so it must see them in dataset order.
+    """
+    from torch.utils.data import SequentialSampler
+    from transformers import Trainer
+
+    class InOrderEvaluationTrainer(base or Trainer):  # type: ignore[misc, valid-type]
+        def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+            # Also with several processes: accelerate shards a sequential loader in order (the stock
+            # method checks group_by_length before the world size, so it would permute there too).
+            return SequentialSampler(eval_dataset)
+
+    return InOrderEvaluationTrainer
+
+
+def _qa_trainer_class() -> type:
+    """A Trainer whose evaluation postprocesses QA logits (as HF's ``trainer_qa.py``), in dataset order.
+
+    The stock ``evaluate`` only calls ``compute_metrics`` when the eval set has labels, and QA windows of
+    the validation set have none: answers are scored per question, not per window.
+    """
+
+    class QuestionAnsweringTrainer(in_order_trainer_class()):  # type: ignore[misc]
+        def __init__(self, *args: Any, qa_scorer: QAScorer, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.qa_scorer = qa_scorer
+
+        def evaluate(
+            self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"
+        ) -> dict[str, float]:
+            started = time.perf_counter()
+            output = self.evaluation_loop(
+                self.get_eval_dataloader(eval_dataset),
+                description="Evaluation",
+                prediction_loss_only=False,
+                ignore_keys=ignore_keys,
+                metric_key_prefix=metric_key_prefix,
+            )
+            metrics = {f"{metric_key_prefix}_{k}": v for k, v in self.qa_scorer(output).items()}
+            metrics[f"{metric_key_prefix}_runtime"] = round(time.perf_counter() - started, 4)
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            return metrics
+
+    return QuestionAnsweringTrainer
+
+
+def _classification_scorer(eval_prediction: Any) -> dict[str, float]:
+    logits = eval_prediction.predictions
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    return classification_metrics(np.argmax(logits, axis=-1), eval_prediction.label_ids)
+
+
+def make_trainer(
+    task: TaskSpec,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    data: TokenizedTask,
+    args: Any,
+    callbacks: Sequence[Any] = (),
+    qa_postprocessing: Mapping[str, Any] | None = None,
+) -> tuple[Any, QAScorer | None]:
+    """The trial's Trainer (in-order evaluation; QA postprocessing for extractive QA) and its QA scorer."""
+    from transformers import DataCollatorWithPadding
+
+    common = {
+        "model": model,
+        "args": args,
+        "train_dataset": data.train,
+        "eval_dataset": data.validation,
+        "processing_class": tokenizer,
+        "data_collator": DataCollatorWithPadding(tokenizer),
+        "callbacks": list(callbacks),
+    }
+    qa_scorer = None
+    if task.is_classification:
+        trainer = in_order_trainer_class()(compute_metrics=_classification_scorer, **common)
+    else:
+        qa_scorer = QAScorer(data, task, qa_postprocessing or {})
+        trainer = _qa_trainer_class()(qa_scorer=qa_scorer, **common)
+    if args.disable_tqdm:
+        # Without a terminal the Trainer prints every log dict; the study logs one line per trial instead.
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    return trainer, qa_scorer

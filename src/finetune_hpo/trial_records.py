@@ -1,0 +1,79 @@
+"""What a study's trials leave in files: the trials table (one row per trial, with what each recorded)
+and the best trial's QA predictions."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from finetune_hpo.best_model import best_complete_trial
+from finetune_hpo.io import write_text_atomic
+from finetune_hpo.storage import StudyPaths
+
+TRIALS_TABLE_COLUMNS = (
+    "number",
+    "state",
+    "value",
+    "params",
+    "duration_s",
+    "wandb_run_id",
+    "per_device_batch_size",
+    "gradient_accumulation_steps",
+    "oom_retries",
+    "effective_batch_size",
+    "n_gpu",
+    "precision",
+    "startup_trial",
+    "trainable_parameters",
+    "error",
+)
+
+
+def trials_table_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """One row per trial: number, state, value, params, duration and what the trial recorded."""
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        attrs = trial.user_attrs
+        rows.append(
+            {
+                "number": trial.number,
+                "state": trial.state.name,
+                "value": "" if trial.value is None else repr(float(trial.value)),
+                "params": json.dumps(trial.params, sort_keys=True),
+                "duration_s": "" if trial.duration is None else f"{trial.duration.total_seconds():.3f}",
+                "wandb_run_id": attrs.get("wandb_run_id") or "",
+                "per_device_batch_size": attrs.get("per_device_batch_size", ""),
+                "gradient_accumulation_steps": attrs.get("gradient_accumulation_steps", ""),
+                "oom_retries": attrs.get("oom_retries", ""),
+                "effective_batch_size": attrs.get("effective_batch_size", ""),
+                "n_gpu": attrs.get("n_gpu", ""),
+                "precision": attrs.get("precision", ""),
+                "startup_trial": attrs.get("startup_trial", ""),
+                "trainable_parameters": attrs.get("trainable_parameters", ""),
+                "error": attrs.get("error", ""),
+            }
+        )
+    return rows
+
+
+def write_trials_table(study: optuna.Study, path: Path) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=TRIALS_TABLE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(trials_table_rows(study))
+    write_text_atomic(path, buffer.getvalue())
+
+
+def write_best_predictions(study: optuna.Study, paths: StudyPaths) -> None:
+    """QA: keep the best trial's validation predictions beside the trials table, for error analysis."""
+    best = best_complete_trial(study.get_trials(deepcopy=False))
+    if best is None:
+        return
+    source = paths.predictions_dir / f"trial-{best.number}.jsonl"
+    if source.is_file():
+        write_text_atomic(paths.best_predictions, source.read_text())
