@@ -10,6 +10,7 @@ import pytest
 
 from finetune_hpo.data import DataError, load_splits, stratified_indices, subsample, write_subsample
 from finetune_hpo.tasks import TASKS
+from tests.conftest import HAS_FULL_REALDATA
 
 
 def test_stratified_indices_are_deterministic_and_keep_proportions() -> None:
@@ -33,14 +34,13 @@ def test_asking_for_more_than_the_split_is_refused() -> None:
         stratified_indices([0, 1, 0], 4, seed=0)
 
 
-@pytest.mark.parametrize(("task_name", "train_size"), [("sst2", 3000), ("mrpc", 500), ("rte", 500), ("squad_v2", 3000)])
-def test_real_data_loads_and_subsamples_to_the_protocol_tiers(realdata: Path, task_name: str, train_size: int) -> None:
+def _check_tiers(data: Path, task_name: str, train_size: int, fraction: float) -> None:
     task = TASKS[task_name]
-    files = {split: str(realdata / task_name / f"{split}.jsonl") for split in ("train", "validation")}
+    files = {split: str(data / task_name / f"{split}.jsonl") for split in ("train", "validation")}
     splits = load_splits(task, files)
-    drawn = subsample(task, splits, train_size, 0.1, seed=42)
+    drawn = subsample(task, splits, train_size, fraction, seed=42)
     assert len(drawn["train"]) == train_size
-    assert len(drawn["validation"]) == train_size // 10
+    assert len(drawn["validation"]) == round(train_size * fraction)
     for split in ("train", "validation"):
         assert set(drawn[split].column_names) >= set(task.required_columns)
         full = Counter(_strata(task, splits[split]))
@@ -48,6 +48,22 @@ def test_real_data_loads_and_subsamples_to_the_protocol_tiers(realdata: Path, ta
         for stratum, count in full.items():
             # Each stratum keeps its share within one example (largest-remainder rounding).
             assert abs(sample[stratum] - count * len(drawn[split]) / len(splits[split])) <= 1
+
+
+@pytest.mark.parametrize("task_name", ["sst2", "rte", "squad_v2"])
+def test_real_rows_load_and_subsample_stratified(realdata: Path, task_name: str) -> None:
+    _check_tiers(realdata, task_name, 40, 0.25)
+
+
+if HAS_FULL_REALDATA:
+
+    @pytest.mark.parametrize(
+        ("task_name", "train_size"), [("sst2", 3000), ("mrpc", 500), ("rte", 500), ("squad_v2", 3000)]
+    )
+    def test_real_data_loads_and_subsamples_to_the_protocol_tiers(
+        full_realdata: Path, task_name: str, train_size: int
+    ) -> None:
+        _check_tiers(full_realdata, task_name, train_size, 0.1)
 
 
 def _strata(task, rows) -> list:
@@ -61,16 +77,16 @@ def test_subsample_is_byte_identical_across_runs(realdata: Path, tmp_path: Path)
     files = {split: str(realdata / "rte" / f"{split}.jsonl") for split in ("train", "validation")}
     hashes = []
     for run in range(2):
-        drawn = subsample(task, load_splits(task, files), 500, 0.1, seed=42)
+        drawn = subsample(task, load_splits(task, files), 50, 0.2, seed=42, confirmation_max_rows=20)
         hashes.append(write_subsample(task, drawn, tmp_path / str(run), seed=42)["splits"])
     assert hashes[0] == hashes[1]
-    assert hashes[0]["train"]["size"] == 500
+    assert (hashes[0]["train"]["size"], hashes[0]["confirmation"]["size"]) == (50, 20)
 
 
 def test_tier_larger_than_the_split_is_a_clear_error(realdata: Path) -> None:
     task = TASKS["rte"]
     files = {split: str(realdata / "rte" / f"{split}.jsonl") for split in ("train", "validation")}
-    with pytest.raises(DataError, match=r"asked for 5000 train examples but the split has only 2490"):
+    with pytest.raises(DataError, match=r"asked for 5000 train examples but the split has only 60"):
         subsample(task, load_splits(task, files), 5000, 0.1, seed=42)
 
 
@@ -100,14 +116,15 @@ def test_empty_split_is_refused(tmp_path: Path) -> None:
         subsample(TASKS["sst2"], datasets.DatasetDict({"train": full, "validation": empty}), 5, 0.2, seed=0)
 
 
-@pytest.mark.parametrize(("task_name", "cap", "expected"), [("rte", 2000, 277 - 50), ("squad_v2", 500, 500)])
+# Validation rows: 40 in each sample; the selection set takes 10 of them (40 x 0.25).
+@pytest.mark.parametrize(("task_name", "cap", "expected"), [("rte", 2000, 40 - 10), ("squad_v2", 20, 20)])
 def test_confirmation_rows_are_held_out_from_selection_and_capped(
     realdata: Path, tmp_path: Path, task_name: str, cap: int, expected: int
 ) -> None:
     task = TASKS[task_name]
     files = {split: str(realdata / task_name / f"{split}.jsonl") for split in ("train", "validation")}
     splits = load_splits(task, files)
-    drawn = subsample(task, splits, 500, 0.1, seed=42, confirmation_max_rows=cap)
+    drawn = subsample(task, splits, 40, 0.25, seed=42, confirmation_max_rows=cap)
     id_column = task.id_column
     selection = set(drawn["validation"][id_column])
     confirmation = drawn["confirmation"][id_column]
@@ -123,7 +140,7 @@ def test_confirmation_rows_are_held_out_from_selection_and_capped(
 def test_without_confirmation_an_empty_file_is_written(realdata: Path, tmp_path: Path) -> None:
     task = TASKS["sst2"]
     files = {split: str(realdata / "sst2" / f"{split}.jsonl") for split in ("train", "validation")}
-    drawn = subsample(task, load_splits(task, files), 100, 0.1, seed=0)
+    drawn = subsample(task, load_splits(task, files), 40, 0.1, seed=0)
     summary = write_subsample(task, drawn, tmp_path, seed=0)
     assert "confirmation" not in drawn and summary["splits"]["confirmation"]["size"] == 0
     assert (tmp_path / "confirmation.jsonl").read_text() == ""

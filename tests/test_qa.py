@@ -130,3 +130,14 @@ def test_best_span_over_several_windows() -> None:
     weak = np.array([[0.0, 1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 3.0]])
     (prediction,) = postprocess_predictions(EXAMPLE, _features([OFFSETS, OFFSETS]), weak, weak)
     assert prediction.prediction_text == "London"
+
+
+def test_a_question_longer_than_the_window_room_is_a_clear_error(tiny_model) -> None:
+    from finetune_hpo.data import DataError
+    from finetune_hpo.preprocess import load_tokenizer
+    from finetune_hpo.qa import QAWindowing, prepare_validation_features
+
+    tokenizer = load_tokenizer(str(tiny_model))
+    rows = {"id": ["q1"], "question": ["where " * 40], "context": ["the house is in the city ."]}
+    with pytest.raises(DataError, match=r"a question of \d+ tokens .* raise model.qa.max_seq_length"):
+        prepare_validation_features(rows, tokenizer, QAWindowing(max_seq_length=48, doc_stride=16))

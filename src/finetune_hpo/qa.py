@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from finetune_hpo.data import DataError
+
 
 @dataclass(frozen=True)
 class QAWindowing:
@@ -35,11 +37,26 @@ class QAWindowing:
             )
 
 
+class WindowingError(DataError):
+    """A question too long for the configured windows; the message names it and the setting to change."""
+
+
 def _tokenize_windows(examples: Mapping[str, list], tokenizer: Any, windowing: QAWindowing) -> Any:
     pad_on_right = tokenizer.padding_side == "right"
     # Leading spaces in questions waste window room and confuse some tokenizers (as in run_qa.py).
     questions = [question.lstrip() for question in examples["question"]]
     contexts = examples["context"]
+    # Every window repeats the question; the context part must still exceed the stride, or the fast
+    # tokenizer panics (a Rust PanicException that names nothing).
+    room = windowing.max_seq_length - windowing.doc_stride - tokenizer.num_special_tokens_to_add(pair=True)
+    lengths = [len(ids) for ids in tokenizer(questions, add_special_tokens=False)["input_ids"]]
+    if lengths and max(lengths) >= room:
+        longest = max(range(len(lengths)), key=lengths.__getitem__)
+        raise WindowingError(
+            f"a question of {lengths[longest]} tokens ({questions[longest][:60]!r}...) leaves no context room in "
+            f"{windowing.max_seq_length}-token windows with stride {windowing.doc_stride}; raise "
+            "model.qa.max_seq_length or lower model.qa.doc_stride"
+        )
     return tokenizer(
         questions if pad_on_right else contexts,
         contexts if pad_on_right else questions,
