@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import copy
-import datetime
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -97,10 +101,62 @@ def run_study_command(config_path: Path, results: Path, task: str = "sst2", meth
     ]
 
 
-def just_started(trial, within_seconds: float = 0.25) -> bool:
-    """A trial that started running a moment ago: a kill now lands mid-trial, not as it finishes."""
+def journal_trials(journal: Path, study_name: str) -> Callable[[], list]:
+    """A reader of a study's trials from its journal beside a live writer, with one storage object (it reads
+    the journal incrementally); raises ``KeyError`` while the study is not written yet."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    storage = None
+
+    def read() -> list:
+        nonlocal storage
+        if not journal.exists():
+            raise KeyError(study_name)
+        storage = storage or JournalStorage(JournalFileBackend(str(journal)))
+        return optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False)
+
+    return read
+
+
+def freeze_in_a_running_trial(
+    process: subprocess.Popen,
+    read_trials: Callable[[], list],
+    *,
+    min_complete: int,
+    group: bool = False,
+    owner: Callable[[Any], bool] | None = None,
+    timeout: float = 300,
+) -> int:
+    """Stop ``process`` (its process group with ``group``) with SIGSTOP while its study is mid-trial.
+
+    Nothing is timed by the wall clock: the process is frozen first, then the storage is read while it
+    cannot move. When the storage holds a RUNNING trial (of ``owner``, when given) that has its parameters,
+    so training has begun, after at least ``min_complete`` COMPLETE trials, the process stays frozen and the
+    trial's number is returned; otherwise it is resumed and the check repeats. The caller then kills it,
+    or sends SIGTERM and SIGCONT.
+    """
     from optuna.trial import TrialState
 
-    if trial.state != TrialState.RUNNING or trial.datetime_start is None:
-        return False
-    return (datetime.datetime.now() - trial.datetime_start).total_seconds() < within_seconds
+    def send(signum: int) -> None:
+        os.killpg(process.pid, signum) if group else os.kill(process.pid, signum)
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the study finished before it could be interrupted"
+        send(signal.SIGSTOP)
+        try:
+            trials = read_trials()
+        except KeyError:
+            trials = []  # the storage exists before the study is written to it
+        complete = sum(trial.state == TrialState.COMPLETE for trial in trials)
+        running = [
+            trial
+            for trial in trials
+            if trial.state == TrialState.RUNNING and trial.params and (owner is None or owner(trial))
+        ]
+        if complete >= min_complete and running:
+            return running[-1].number
+        send(signal.SIGCONT)
+        time.sleep(0.05)
+    raise AssertionError(f"no running trial to interrupt within {timeout} s")

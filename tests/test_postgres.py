@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from finetune_hpo.storage import StudyPaths, open_storage
-from tests.helpers import just_started, prepare_task, run_study_command, small_config, write_config
+from tests.helpers import freeze_in_a_running_trial, prepare_task, run_study_command, small_config, write_config
 
 pytestmark = pytest.mark.postgres
 URL_VARIABLE = "FINETUNE_HPO_TEST_POSTGRES_URL"
@@ -54,10 +53,11 @@ def test_two_workers_one_killed_finish_exactly_n_trials(tmp_path: Path, tiny_mod
         storage="env:FINETUNE_HPO_STORAGE_URL",
         workers_per_study=2,
         heartbeat_interval=1,
-        heartbeat_grace_period=3,
+        # A margin for a saturated 2-core machine: a live worker never goes 10 s without a heartbeat.
+        heartbeat_grace_period=10,
     )
-    # Trials of a few seconds, so the victim is surely killed mid-trial.
-    config["search_spaces"]["full_finetune"]["num_train_epochs"] = {"type": "int", "low": 8, "high": 10}
+    # The victim is frozen mid-trial before the kill (no timing luck), so trials can be short.
+    config["search_spaces"]["full_finetune"]["num_train_epochs"] = {"type": "int", "low": 2, "high": 3}
     prepare_task(tmp_path, config, "sst2")
     config_path = write_config(tmp_path / "config.yaml", config)
     command = run_study_command(config_path, tmp_path / "results")
@@ -68,32 +68,25 @@ def test_two_workers_one_killed_finish_exactly_n_trials(tmp_path: Path, tiny_mod
     logs = {name: (tmp_path / f"{name}.log").open("w") for name in ("victim", "survivor")}
     victim = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=logs["victim"])
     survivor = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=logs["survivor"])
-    deadline = time.monotonic() + 180
-    killed_number = None
-    while killed_number is None:
-        assert time.monotonic() < deadline, "the victim never ran a trial"
+    storage = optuna.storages.RDBStorage(database_url)  # one storage object for every poll
+
+    def read_trials() -> list[optuna.trial.FrozenTrial]:
         assert victim.poll() is None, (tmp_path / "victim.log").read_text()[-2000:]
-        try:
-            trials = _states(database_url)
-        except KeyError:  # the study is not created yet
-            trials = []
-        for trial in trials:
-            if trial.user_attrs.get("worker", "").endswith(f":{victim.pid}") and just_started(trial, 0.5):
-                killed_number = trial.number
-        time.sleep(0.02)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    # The trial seen running may have finished in the instant before the kill landed: the trial the
-    # kill cut off is the victim's one that is not COMPLETE now.
+        return optuna.load_study(study_name="sst2_full_finetune", storage=storage).get_trials(deepcopy=False)
+
+    killed_number = freeze_in_a_running_trial(
+        victim, read_trials, min_complete=0, owner=lambda t: t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
+    )
+    victim.send_signal(signal.SIGKILL)  # frozen mid-trial: the kill cannot land between two trials
+    victim.wait(timeout=60)
     cut_off = [
         t.number
         for t in _states(database_url)
         if t.user_attrs.get("worker", "").endswith(f":{victim.pid}") and t.state != TrialState.COMPLETE
     ]
-    assert len(cut_off) == 1, "the kill landed between two trials; nothing to resume"
-    killed_number = cut_off[0]
+    assert cut_off == [killed_number]
     try:
-        survivor.wait(timeout=120)
+        survivor.wait(timeout=300)
     finally:
         survivor.kill()
     assert survivor.returncode == 0, (tmp_path / "survivor.log").read_text()[-3000:]

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import optuna
@@ -15,7 +13,14 @@ from optuna.trial import TrialState
 from finetune_hpo.config import check_config, study_settings
 from finetune_hpo.storage import JOURNAL_NAME, StudyError, StudyPaths, open_storage
 from finetune_hpo.study import run_study
-from tests.helpers import just_started, prepare_task, run_study_command, small_config, write_config
+from tests.helpers import (
+    freeze_in_a_running_trial,
+    journal_trials,
+    prepare_task,
+    run_study_command,
+    small_config,
+    write_config,
+)
 
 
 def _run(workdir: Path, config: dict, summary: dict, method: str = "full_finetune", **kwargs) -> optuna.Study:
@@ -128,46 +133,28 @@ def _cli_study(tmp_path: Path, tiny_model: Path, n_trials: int) -> tuple[list[st
     return command, tmp_path / "results/studies/sst2_full_finetune"
 
 
-def _wait_for_running_trial(study_dir: Path, process: subprocess.Popen, min_complete: int) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the study finished before it could be interrupted"
-        if (study_dir / JOURNAL_NAME).exists():
-            trials = _load(study_dir, read_only=True).trials
-            complete = sum(t.state == TrialState.COMPLETE for t in trials)
-            if complete >= min_complete and trials and just_started(trials[-1]):
-                return
-        time.sleep(0.02)
-    raise AssertionError("no running trial to interrupt")
-
-
-def _load(study_dir: Path, read_only: bool = False) -> optuna.Study:
-    if read_only:  # beside a live writer: plain Optuna, which skips a line being written
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        storage = JournalStorage(JournalFileBackend(str(study_dir / JOURNAL_NAME)))
-    else:
-        storage = open_storage(None, StudyPaths(study_dir))
-    return optuna.load_study(study_name="sst2_full_finetune", storage=storage)
+def _load(study_dir: Path) -> optuna.Study:
+    return optuna.load_study(study_name="sst2_full_finetune", storage=open_storage(None, StudyPaths(study_dir)))
 
 
 def test_sigkilled_study_resumes_to_exact_trial_count(tmp_path: Path, tiny_model: Path) -> None:
     command, study_dir = _cli_study(tmp_path, tiny_model, n_trials=4)
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _wait_for_running_trial(study_dir, process, min_complete=1)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trials = journal_trials(study_dir / JOURNAL_NAME, "sst2_full_finetune")
+    running = freeze_in_a_running_trial(process, trials, min_complete=1)
+    process.send_signal(signal.SIGKILL)  # a stopped process dies all the same
+    process.wait(timeout=60)
     killed = _load(study_dir)
     complete_before = {t.number: t.params for t in killed.trials if t.state == TrialState.COMPLETE}
-    assert killed.trials[-1].state == TrialState.RUNNING  # what SIGKILL leaves behind
+    assert killed.trials[running].state == TrialState.RUNNING  # what SIGKILL leaves behind
 
-    subprocess.run(command, check=True, capture_output=True)
+    subprocess.run(command, check=True, capture_output=True, timeout=600)
     study = _load(study_dir)
     states = [t.state for t in study.trials]
     assert states.count(TrialState.COMPLETE) == 4
     assert TrialState.RUNNING not in states
     interrupted = [t for t in study.trials if t.user_attrs.get("interrupted")]
-    assert len(interrupted) == 1 and interrupted[0].state == TrialState.FAIL
+    assert [t.number for t in interrupted] == [running] and interrupted[0].state == TrialState.FAIL
     numbers = [t.number for t in study.trials]
     assert len(numbers) == len(set(numbers))
     for number, params in complete_before.items():  # finished trials are kept as they were
@@ -177,20 +164,18 @@ def test_sigkilled_study_resumes_to_exact_trial_count(tmp_path: Path, tiny_model
 def test_sigterm_fails_the_running_trial_and_exits_nonzero(tmp_path: Path, tiny_model: Path) -> None:
     command, study_dir = _cli_study(tmp_path, tiny_model, n_trials=3)
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _wait_for_running_trial(study_dir, process, min_complete=0)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
+    trials = journal_trials(study_dir / JOURNAL_NAME, "sst2_full_finetune")
+    running = freeze_in_a_running_trial(process, trials, min_complete=0)
+    process.send_signal(signal.SIGTERM)  # delivered when the process runs again
+    process.send_signal(signal.SIGCONT)
+    _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr.decode()[-2000:]
     assert b"rerun to resume" in stderr
     study = _load(study_dir)
-    assert study.trials[-1].state == TrialState.FAIL
+    assert study.trials[running].state == TrialState.FAIL
     assert TrialState.RUNNING not in [t.state for t in study.trials]
-    subprocess.run(command, check=True, capture_output=True)
+    subprocess.run(command, check=True, capture_output=True, timeout=600)
     assert [t.state for t in _load(study_dir).trials].count(TrialState.COMPLETE) == 3
-
-
-if os.name != "posix":  # pragma: no cover
-    pytest.skip("signals are POSIX", allow_module_level=True)
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from optuna.trial import TrialState
 
 from finetune_hpo.export import load_optimal
 from tests.conftest import REPO, demo_config
-from tests.helpers import just_started
+from tests.helpers import freeze_in_a_running_trial, journal_trials
 
 pytestmark = pytest.mark.slow
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -44,6 +45,7 @@ def _snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Comp
         cwd=REPO,
         capture_output=True,
         text=True,
+        timeout=900,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
@@ -106,37 +108,35 @@ def _study_states(journal: Path) -> list[TrialState]:
     return [t.state for t in _study_trials(journal)]
 
 
-def test_killed_snakemake_run_resumes_to_exactly_n_trials(demo_run: Path) -> None:
-    study_dir = demo_run / "results" / "studies" / "sst2_full_finetune"
-    for path in (study_dir, demo_run / "analysis" / "sst2_full_finetune_optimal.yaml"):
+def test_killed_snakemake_run_resumes_to_exactly_n_trials(demo_run: Path, tmp_path: Path) -> None:
+    # Its own copy of the demo run, so the other tests see the run as the fixture left it.
+    workdir = tmp_path / "demo_copy"
+    shutil.copytree(demo_run, workdir, symlinks=True)
+    study_dir = workdir / "results" / "studies" / "sst2_full_finetune"
+    for path in (study_dir, workdir / "analysis" / "sst2_full_finetune_optimal.yaml"):
         subprocess.run(["rm", "-rf", str(path)], check=True)
     process = subprocess.Popen(
-        [*SNAKEMAKE, "--profile", "profiles/demo", "--directory", str(demo_run)],
+        [*SNAKEMAKE, "--profile", "profiles/demo", "--directory", str(workdir)],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 120
     journal = study_dir / "optuna.journal"
-    while True:
-        assert time.monotonic() < deadline and process.poll() is None, "no running trial to interrupt"
-        trials = _study_trials(journal) if journal.exists() else []
-        if any(t.state == TrialState.COMPLETE for t in trials) and just_started(trials[-1]):
-            break
-        time.sleep(0.02)
+    trials = journal_trials(journal, "sst2_full_finetune")
+    freeze_in_a_running_trial(process, trials, min_complete=1, group=True)
     os.killpg(process.pid, signal.SIGKILL)  # the whole run: Snakemake and its jobs
-    process.wait()
+    process.wait(timeout=60)
     complete_before = _study_states(journal).count(TrialState.COMPLETE)
     # The only manual step is the one Snakemake itself prints after a kill: --unlock.
-    _snakemake(demo_run, "--unlock")
-    _snakemake(demo_run)
+    _snakemake(workdir, "--unlock")
+    _snakemake(workdir)
     states = _study_states(journal)
     assert states.count(TrialState.COMPLETE) == 3
     assert TrialState.RUNNING not in states
     assert states.count(TrialState.FAIL) == 1
     assert len(states) == 4 and complete_before >= 1
-    assert load_optimal(demo_run / "analysis" / "sst2_full_finetune_optimal.yaml")["n_trials"] == 3
+    assert load_optimal(workdir / "analysis" / "sst2_full_finetune_optimal.yaml")["n_trials"] == 3
 
 
 def test_invalid_config_stops_before_any_job(tmp_path: Path) -> None:
