@@ -16,4 +16,6 @@ fi
 if ! as_postgres "psql -tAc \"SELECT 1 FROM pg_database WHERE datname='finetune_hpo'\"" | grep -q 1; then
   as_postgres "createdb -O finetune_hpo finetune_hpo" >&2
 fi
-echo "postgresql://finetune_hpo:finetune_hpo@127.0.0.1:5432/finetune_hpo"
+# The cluster's port as pg_lsclusters reports it: 5432 unless another cluster already held it.
+port=$(pg_lsclusters -h | awk -v v="$version" '$1 == v && $2 == "main" {print $3}')
+echo "postgresql://finetune_hpo:finetune_hpo@127.0.0.1:${port}/finetune_hpo"

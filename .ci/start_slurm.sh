@@ -10,15 +10,25 @@ fi
 host=$(hostname -s)
 cpus=$(nproc)
 memory_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 2048 ))
+# tests/slurm_profile asks 2000 MB per job and runs 2 jobs at once.
+if [ "$memory_mb" -lt 4096 ]; then
+  echo "this host has ${memory_mb} MB for SLURM jobs; the test profile needs 2 x 2000 MB" >&2
+  exit 1
+fi
 mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/munge
 if [ ! -s /etc/munge/munge.key ]; then
-  dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
+  # Created readable by munge alone from the start, never world-readable for an instant.
+  install -m 0400 -o munge -g munge <(head -c 1024 /dev/urandom) /etc/munge/munge.key
 fi
 chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge 2>/dev/null || true
-chmod 400 /etc/munge/munge.key
 pgrep -x munged >/dev/null || su -s /bin/sh munge -c /usr/sbin/munged
+marker="# Single-node test cluster written by .ci/start_slurm.sh."
+if [ -s /etc/slurm/slurm.conf ] && ! head -n 1 /etc/slurm/slurm.conf | grep -qxF "$marker"; then
+  echo "/etc/slurm/slurm.conf exists and was not written by this script; not touching it" >&2
+  exit 1
+fi
 cat > /etc/slurm/slurm.conf <<CONF
-# Single-node test cluster written by .ci/start_slurm.sh.
+$marker
 ClusterName=finetune-hpo-ci
 SlurmctldHost=$host
 SlurmUser=root
