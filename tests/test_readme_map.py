@@ -1,0 +1,34 @@
+"""tests/README.md maps every section of README.md to the tests of its promises, and names only tests
+that exist."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from tests.conftest import REPO
+
+
+def _readme_sections() -> list[str]:
+    headings = re.findall(r"^#{2,3} (.+)$", (REPO / "README.md").read_text(), flags=re.MULTILINE)
+    return [heading.strip() for heading in headings]
+
+
+def _test_names(path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+    return {name for name in names if name.startswith("test_")}
+
+
+def test_every_readme_section_has_an_entry() -> None:
+    table = (REPO / "tests" / "README.md").read_text()
+    rows = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ")]
+    missing = [section for section in _readme_sections() if section not in rows]
+    assert not missing, f"README.md sections without an entry in tests/README.md: {missing}"
+
+
+def test_every_test_named_in_the_map_exists() -> None:
+    named = re.findall(r"`(test_[a-z_]+\.py)::(test_[a-z0-9_]+)`", (REPO / "tests" / "README.md").read_text())
+    assert named
+    gone = [f"{module}::{test}" for module, test in named if test not in _test_names(REPO / "tests" / module)]
+    assert not gone, f"tests/README.md names tests that do not exist: {gone}"
