@@ -3,6 +3,7 @@ trial turns stale and is retried. `.ci/start_postgres.sh` installs and starts th
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -99,6 +100,10 @@ def test_two_workers_one_killed_finish_exactly_n_trials(tmp_path: Path, tiny_mod
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed_number]
     assert len(retried) == 1 and retried[0].params == trials[killed_number].params
     assert len({t.number for t in trials}) == len(trials)
+    # The constant liar: a worker counts the other's running trial as a bad result, so no two trials
+    # propose the same point (only the stale trial's retry repeats its parameters, on purpose).
+    proposals = [json.dumps(t.params, sort_keys=True) for t in trials if t.number != retried[0].number]
+    assert len(set(proposals)) == len(proposals)
 
 
 def test_storage_url_errors_name_the_server_without_the_password(tmp_path: Path) -> None:

@@ -223,3 +223,20 @@ def test_qa_settings_change_the_fingerprint(tmp_path: Path, key: str) -> None:
         settings = study_settings(check_config(config, check_data_files=False), "squad_v2", "full_finetune")
         prints.append(fingerprint(study_definition(settings, summary)))
     assert prints[0] != prints[1]
+
+
+def test_a_surplus_worker_yields_before_training(tmp_path: Path, tiny_model: Path) -> None:
+    from finetune_hpo.objective import Objective
+    from finetune_hpo.storage import StudyPaths
+
+    config = small_config(tmp_path, tiny_model, n_trials=2)
+    settings = study_settings(check_config(config, check_data_files=False), "sst2", "full_finetune")
+    study = optuna.create_study(direction="maximize")
+    for value in (50.0, 60.0):  # the study is already full
+        study.add_trial(optuna.trial.create_trial(value=value, params={}, distributions={}))
+    # No model, tokenizer or data: a surplus trial must stop before it would touch any of them.
+    objective = Objective(settings, None, None, None, None, StudyPaths(tmp_path), None)  # type: ignore[arg-type]
+    study.optimize(objective, n_trials=1)
+    surplus = study.trials[-1]
+    assert surplus.state == TrialState.PRUNED and surplus.user_attrs["surplus"] is True
+    assert surplus.params == {}  # not even suggested

@@ -72,3 +72,27 @@ def test_summary_run_is_logged_once_by_the_process_that_finalizes_a_shared_study
     assert len(list((tmp_path / "wandb" / "wandb").glob("offline-run-*"))) == 3
     run_study(*arguments, wandb_dir=tmp_path / "wandb")  # a rerun logs no second summary
     assert len(list((tmp_path / "wandb" / "wandb").glob("offline-run-*"))) == 3
+
+
+def test_wandb_log_and_finish_failures_leave_the_trial_alone(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    class FailingRun:  # a run that W&B started, then lost its service
+        id = "abc123"
+
+        def __init__(self) -> None:
+            self.summary: dict = {}
+
+        def log(self, *args, **kwargs):
+            raise ConnectionError("W&B service went away")
+
+        def finish(self, *args, **kwargs):
+            raise ConnectionError("W&B service went away")
+
+    import wandb
+
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: FailingRun())
+    run = TrialRun(project="p", group="g", name="trial-0", config={}, mode="online")
+    assert run.run_id == "abc123"
+    run.log({"eval/accuracy": 1.0})  # no exception reaches the trial
+    run.log({"eval/accuracy": 2.0})  # and after the first error the run is left alone
+    run.finish()
+    assert caplog.text.count("W&B") >= 1

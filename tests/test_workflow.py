@@ -129,6 +129,8 @@ def test_killed_snakemake_run_resumes_to_exactly_n_trials(demo_run: Path, tmp_pa
     process.wait(timeout=60)
     complete_before = _study_states(journal).count(TrialState.COMPLETE)
     # The only manual step is the one Snakemake itself prints after a kill: --unlock.
+    locked = _snakemake(workdir, check=False)
+    assert locked.returncode != 0 and "Directory cannot be locked" in locked.stdout + locked.stderr
     _snakemake(workdir, "--unlock")
     _snakemake(workdir)
     states = _study_states(journal)
@@ -151,7 +153,9 @@ def test_invalid_config_stops_before_any_job(tmp_path: Path) -> None:
 
 
 def _planned_jobs(*args: str) -> dict[str, int]:
-    result = subprocess.run([*SNAKEMAKE, *args, "-n", "--quiet", "rules"], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [*SNAKEMAKE, *args, "-n", "--quiet", "rules"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     counts = {}
     for line in (result.stdout + result.stderr).splitlines():
@@ -168,6 +172,25 @@ def test_vm_profiles_plan_only_their_share() -> None:
     assert vm2["run_study"] == 6 and vm2["subsample_dataset"] == 3
     # A --config on the command line does not undo the VM selection (it lives in a profile configfile).
     assert _planned_jobs("--profile", "profiles/vm1", "--config", "seed=7")["run_study"] == 2
+
+
+def test_slurm_profile_sends_studies_to_the_gpu_partition() -> None:
+    # profiles/slurm itself (the executor test runs tests/slurm_profile on a GPU-less cluster): a dry run
+    # plans vm1's share with one GPU per study on the gpu partition, and keeps cheap rules local.
+    result = subprocess.run(
+        [*SNAKEMAKE, "--profile", "profiles/slurm", "-n", "--configfile", "config/config.yaml", "profiles/vm1/vm.yaml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = (result.stdout + result.stderr).split("\nrule ")[1:]
+    studies = [job for job in jobs if job.startswith("run_study:")]
+    assert len(studies) == 2  # SQuAD v2, both methods
+    for job in studies:
+        assert "slurm_partition=gpu" in job and "gpu=1" in job and "cpus_per_task=8" in job
+    assert all("localrule" not in job for job in studies)
 
 
 def test_dag_prints_the_graph() -> None:
