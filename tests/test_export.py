@@ -10,7 +10,7 @@ import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from finetune_hpo.config import check_config, study_settings
-from finetune_hpo.export import ExportError, export_best_config, load_optimal
+from finetune_hpo.export import ExportError, load_optimal, write_optimal_config
 from finetune_hpo.storage import redact_url
 from tests.conftest import real_config
 
@@ -51,7 +51,7 @@ def _settings(n_trials: int):
 
 def test_export_holds_the_best_trial_and_counts(tmp_path: Path) -> None:
     out = tmp_path / "analysis" / "mrpc_lora_optimal.yaml"
-    document = export_best_config(_study([71.0, None, 84.5, 80.0]), _settings(3), SUMMARY, out, "journal")
+    document = write_optimal_config(_study([71.0, None, 84.5, 80.0]), _settings(3), SUMMARY, out, "journal")
     on_disk = load_optimal(out)
     assert on_disk == yaml.safe_load(out.read_text()) and on_disk["best_value"] == 84.5
     assert document["best_trial"] == 2
@@ -67,15 +67,15 @@ def test_export_holds_the_best_trial_and_counts(tmp_path: Path) -> None:
 def test_reexport_is_byte_identical(tmp_path: Path) -> None:
     study = _study([71.0, 84.5, 80.0])
     first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
-    export_best_config(study, _settings(3), SUMMARY, first, "journal")
-    export_best_config(study, _settings(3), SUMMARY, second, "journal")
+    write_optimal_config(study, _settings(3), SUMMARY, first, "journal")
+    write_optimal_config(study, _settings(3), SUMMARY, second, "journal")
     assert first.read_bytes() == second.read_bytes()
 
 
 def test_unfinished_study_is_not_exported(tmp_path: Path) -> None:
     out = tmp_path / "x.yaml"
     with pytest.raises(ExportError, match=r"2 COMPLETE trial\(s\), fewer than optuna.n_trials=10"):
-        export_best_config(_study([70.0, 75.0]), _settings(10), SUMMARY, out, "journal")
+        write_optimal_config(_study([70.0, 75.0]), _settings(10), SUMMARY, out, "journal")
     assert not out.exists()
 
 
@@ -110,7 +110,7 @@ def _scores(trial: int, selection: float, confirmation: float | None = 78.0) -> 
 def test_export_records_the_independent_check_and_the_confirmation_value(tmp_path: Path) -> None:
     out = tmp_path / "mrpc_lora_optimal.yaml"
     study = _study([71.0, None, 84.5, 80.0])
-    document = export_best_config(study, _settings(3), SUMMARY, out, "journal", _scores(2, 84.5 + 0.004))
+    document = write_optimal_config(study, _settings(3), SUMMARY, out, "journal", _scores(2, 84.5 + 0.004))
     assert document["selection_value"] == document["best_value"] == 84.5
     assert (document["confirmation_value"], document["confirmation_size"]) == (78.0, 358)
     assert document["best_model"]["reproduced"] is True
@@ -122,7 +122,7 @@ def test_a_score_the_saved_model_does_not_reproduce_is_flagged_and_fails_the_rev
     from finetune_hpo.review import review_study
 
     out = tmp_path / "mrpc_lora_optimal.yaml"
-    document = export_best_config(_study([71.0, 84.5, 80.0]), _settings(3), SUMMARY, out, "journal", _scores(1, 82.5))
+    document = write_optimal_config(_study([71.0, 84.5, 80.0]), _settings(3), SUMMARY, out, "journal", _scores(1, 82.5))
     assert document["best_model"]["reproduced"] is False
     assert document["best_model"]["difference"] == pytest.approx(-2.0)
     review = review_study("mrpc_lora", out, None, expected_trials=3, n_startup_trials=4)
@@ -131,25 +131,25 @@ def test_a_score_the_saved_model_does_not_reproduce_is_flagged_and_fails_the_rev
 
 def test_scores_of_another_trial_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="not of the best trial 2"):
-        export_best_config(
+        write_optimal_config(
             _study([71.0, None, 84.5]), _settings(2), SUMMARY, tmp_path / "x.yaml", "journal", _scores(0, 71.0)
         )
     stale = _scores(2, 84.5) | {"fingerprint": "fedcba9876543210"}  # the same number in another study
     with pytest.raises(ExportError, match="not of the best trial 2"):
-        export_best_config(_study([71.0, None, 84.5]), _settings(2), SUMMARY, tmp_path / "x.yaml", "journal", stale)
+        write_optimal_config(_study([71.0, None, 84.5]), _settings(2), SUMMARY, tmp_path / "x.yaml", "journal", stale)
 
 
 def test_a_tie_exports_the_earlier_trial(tmp_path: Path) -> None:
-    document = export_best_config(_study([80.0, 84.0, 84.0]), _settings(3), SUMMARY, tmp_path / "x.yaml", "journal")
+    document = write_optimal_config(_study([80.0, 84.0, 84.0]), _settings(3), SUMMARY, tmp_path / "x.yaml", "journal")
     assert document["best_trial"] == 1
 
 
 def test_without_a_saved_model_only_accuracy_gets_a_binomial_error(tmp_path: Path) -> None:
-    document = export_best_config(_study([60.0, 80.0]), _settings(2), SUMMARY, tmp_path / "x.yaml", "journal")
+    document = write_optimal_config(_study([60.0, 80.0]), _settings(2), SUMMARY, tmp_path / "x.yaml", "journal")
     assert document["selection_standard_error"] is None  # MRPC's F1 is no proportion
     config = check_config(real_config())
     config["optuna"]["n_trials"] = 2
     rte = study_settings(config, "rte", "lora")
-    document = export_best_config(_study([60.0, 80.0]), rte, SUMMARY, tmp_path / "y.yaml", "journal")
+    document = write_optimal_config(_study([60.0, 80.0]), rte, SUMMARY, tmp_path / "y.yaml", "journal")
     assert document["selection_standard_error"] == pytest.approx(100 * (0.8 * 0.2 / 50) ** 0.5)
     assert document["confirmation_value"] is None and document["best_model"] is None

@@ -131,7 +131,10 @@ def test_real_rows_saved_best_model_reproduces_the_study_value(
     study = run_study(settings, tmp_path / "tokenized", summary, tmp_path / "study")
     scores = write_scores(
         StudyPaths(tmp_path / "study").best_model,
-        [tmp_path / "data" / "validation.jsonl", tmp_path / "data" / "confirmation.jsonl"],
+        {
+            "validation": tmp_path / "data" / "validation.jsonl",
+            "confirmation": tmp_path / "data" / "confirmation.jsonl",
+        },
         None,
         task_name=task_name,
         batch_size=5,

@@ -15,7 +15,7 @@ from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from finetune_hpo.config import check_config, study_settings
-from finetune_hpo.export import export_best_config, render_yaml
+from finetune_hpo.export import render_yaml, write_optimal_config
 from finetune_hpo.report import TABLE_COLUMNS, render_csv, render_markdown, render_terminal, table_rows
 from finetune_hpo.review import StudyReview, majority_baseline, review_study
 from tests.conftest import real_config
@@ -55,7 +55,7 @@ def exported(tmp_path: Path) -> tuple[optuna.Study, Path]:
     study = _study()
     settings = study_settings(check_config(real_config()), "rte", "full_finetune")
     path = tmp_path / "rte_full_finetune_optimal.yaml"
-    export_best_config(study, settings, SUMMARY, path, "journal")
+    write_optimal_config(study, settings, SUMMARY, path, "journal")
     return study, path
 
 
@@ -128,7 +128,7 @@ def test_small_gap_and_no_tpe_gain_warn(tmp_path: Path) -> None:
     config = check_config(real_config())
     config["optuna"]["n_trials"] = 6
     path = tmp_path / "sst2_lora_optimal.yaml"
-    export_best_config(study, study_settings(config, "sst2", "lora"), SUMMARY, path, "journal")
+    write_optimal_config(study, study_settings(config, "sst2", "lora"), SUMMARY, path, "journal")
     review = review_study("sst2_lora", path, study, expected_trials=6, n_startup_trials=4)
     assert review.criteria["gap_gt_5"] == "WARN" and review.criteria["tpe_beats_random"] == "WARN"
     assert not review.failed
@@ -162,7 +162,7 @@ def _review_mrpc(tmp_path: Path, study: optuna.Study) -> StudyReview:
     config = check_config(real_config())
     config["optuna"]["n_trials"] = 7
     path = tmp_path / "mrpc_lora_optimal.yaml"
-    export_best_config(study, study_settings(config, "mrpc", "lora"), SUMMARY, path, "journal")
+    write_optimal_config(study, study_settings(config, "mrpc", "lora"), SUMMARY, path, "journal")
     return review_study("mrpc_lora", path, study, expected_trials=7, n_startup_trials=4)
 
 

@@ -145,7 +145,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else None
     document = write_scores(
         Path(args.model),
-        [Path(path) for path in args.data],
+        {Path(path).stem: Path(path) for path in args.data},
         out,
         task_name=args.task,
         batch_size=args.batch_size,

@@ -266,14 +266,16 @@ def _score_qa(forward: Forward, tokenizer: Any, rows: Rows, task: TaskSpec, info
 
 def write_scores(
     model_dir: Path,
-    data_files: list[Path],
+    data_files: Mapping[str, Path],
     out_path: Path | None,
     *,
     task_name: str | None = None,
     batch_size: int = 32,
     base_model: str | None = None,
 ) -> dict[str, Any]:
-    """Score the saved model on each file; write ``{"model": ..., "scores": {<file stem>: ...}}`` to ``out_path``.
+    """Score the saved model on each named file; write ``{"model": ..., "scores": {<name>: ...}}`` to ``out_path``.
+
+    The export reads the names ``validation`` (the selection set) and ``confirmation``.
 
     Raises:
         EvaluationError: no saved model, or one of another task than ``task_name``.
@@ -286,10 +288,10 @@ def write_scores(
     if task_name is not None and info["task"] != task_name:
         raise EvaluationError(f"{model_dir} holds a {info['task']} model, not a {task_name} one")
     scores = {
-        Path(data_file).stem: score_loaded_model(
+        name: score_loaded_model(
             model, tokenizer, info, Path(model_dir), Path(data_file), batch_size=batch_size
         ).to_dict()
-        for data_file in data_files
+        for name, data_file in data_files.items()
     }
     document = {
         "model": str(model_dir),

@@ -1,7 +1,7 @@
 """Export a finished study's best configuration to ``analysis/<task>_<method>_optimal.yaml`` for Phase 2.
 
 The file is built only from what the study stored, so re-exporting a finished study is byte-identical;
-it is validated against ``workflow/schemas/optimal.schema.yaml`` before it replaces anything.
+it is validated against ``src/finetune_hpo/schemas/optimal.schema.yaml`` before it replaces anything.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from finetune_hpo.best_model import best_complete_trial
 from finetune_hpo.config import OPTIMAL_SCHEMA
 from finetune_hpo.io import write_text_atomic
 from finetune_hpo.settings import StudySettings
-from finetune_hpo.storage import StudyPaths, load_stored_study, storage_label
+from finetune_hpo.storage import StudyPaths, describe_storage, load_stored_study
 
 logger = logging.getLogger(__name__)
 
@@ -240,13 +240,13 @@ def validate_optimal(document: Mapping[str, Any], where: str = "optimal config")
 def render_yaml(document: Mapping[str, Any]) -> str:
     header = (
         f"# Phase 1 optimum of study {document['study_name']} ({document['n_trials']} COMPLETE trials).\n"
-        "# Written by finetune-hpo; schema: workflow/schemas/optimal.schema.yaml.\n"
+        "# Written by finetune-hpo; schema: src/finetune_hpo/schemas/optimal.schema.yaml.\n"
     )
     # A JSON round trip turns tuples into lists so the YAML holds plain types only.
     return header + yaml.safe_dump(json.loads(json.dumps(document)), sort_keys=False, allow_unicode=True)
 
 
-def export_best_config(
+def write_optimal_config(
     study: optuna.Study,
     settings: StudySettings,
     data_summary: Mapping[str, Any],
@@ -289,12 +289,12 @@ def export_study(
     """
     study = load_stored_study(settings.storage, settings.study_name, study_dir)
     scores = json.loads(best_model_scores_path.read_text()) if best_model_scores_path is not None else None
-    return export_best_config(
+    return write_optimal_config(
         study,
         settings,
         json.loads(Path(data_summary_path).read_text()),
         out_path,
-        storage_label(settings.storage, StudyPaths(study_dir)),
+        describe_storage(settings.storage, StudyPaths(study_dir)),
         scores,
     )
 

@@ -24,8 +24,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     StudyError,
     ExportError,
     EvaluationError,
-    FileNotFoundError,
-    OSError,
+    OSError,  # FileNotFoundError, PermissionError: the message names the path
 )
 
 
@@ -56,3 +55,7 @@ def workflow_job(log_file: str | Path | None, level: int = logging.INFO) -> Iter
     except KeyboardInterrupt:
         logger.error("interrupted; finished trials are kept in the study's storage, rerun to resume")
         sys.exit(130)
+    except Exception:
+        # A bug, not a user error: its traceback goes to the rule's log too, not only to the terminal.
+        logger.exception("unexpected error")
+        raise

@@ -19,7 +19,8 @@ matplotlib.use("Agg")  # files only; never a window
 import matplotlib.pyplot as plt
 import optuna
 
-from finetune_hpo.review import StudyReview, parameter_importances
+from finetune_hpo.importances import parameter_importances
+from finetune_hpo.review import StudyReview
 from finetune_hpo.tasks import METHODS
 
 logger = logging.getLogger(__name__)

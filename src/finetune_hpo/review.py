@@ -23,14 +23,13 @@ from optuna.trial import FrozenTrial, TrialState
 from finetune_hpo.best_model import best_complete_trial
 from finetune_hpo.config import study_settings
 from finetune_hpo.export import ExportError, load_optimal
+from finetune_hpo.importances import parameter_importances
 from finetune_hpo.settings import StudySettings
 from finetune_hpo.storage import StudyError, load_stored_study
 
 logger = logging.getLogger(__name__)
 
 MIN_GAP_POINTS = 5.0
-# Fewer COMPLETE trials than this give importances that are noise; we say so instead of reporting them.
-MIN_TRIALS_FOR_IMPORTANCE = 5
 
 
 @dataclass
@@ -249,22 +248,6 @@ def review_study(
         "trainable_parameters"
     )
     return review
-
-
-def parameter_importances(study: optuna.Study) -> tuple[dict[str, float], str]:
-    """fANOVA importances (Optuna's default evaluator, seeded), or an empty dict and the reason."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
-        return {}, f"too few COMPLETE trials ({len(complete)} < {MIN_TRIALS_FOR_IMPORTANCE})"
-    if len({t.value for t in complete}) == 1:
-        return {}, "every trial scored the same"
-    try:
-        importances = optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
-        )
-    except (ValueError, RuntimeError) as err:
-        return {}, f"not computable ({err})"
-    return {name: float(value) for name, value in importances.items()}, ""
 
 
 @dataclass(frozen=True)

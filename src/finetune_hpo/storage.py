@@ -68,7 +68,7 @@ class StudyPaths:
         return self.root / "trials_progress.csv"
 
 
-def storage_label(storage: StorageSettings, paths: StudyPaths) -> str:
+def describe_storage(storage: StorageSettings, paths: StudyPaths) -> str:
     """Where the study lives, for logs and the export: the journal path, or the URL without password."""
     url = resolve_storage_url(storage.url)
     return redact_url(url) if url else str(paths.journal)

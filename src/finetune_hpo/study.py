@@ -23,11 +23,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from finetune_hpo.best_model import best_complete_trial, promote_best_model
 from finetune_hpo.definition import open_study, study_definition
+from finetune_hpo.importances import parameter_importances
 from finetune_hpo.models import load_base_model
 from finetune_hpo.objective import Objective, best_model_card_info
 from finetune_hpo.preprocess import load_tokenized, load_tokenizer
 from finetune_hpo.progress import ProgressLogger, count_complete
-from finetune_hpo.review import parameter_importances
 from finetune_hpo.settings import StudySettings
 from finetune_hpo.storage import StudyError, StudyPaths, open_storage
 from finetune_hpo.tracking import log_study_summary
@@ -77,6 +77,7 @@ def run_study(
     wandb_dir: Path | None = None,
     allow_new_definition: bool = False,
     finalize: bool = True,
+    trials_table: Path | None = None,
 ) -> optuna.Study:
     """Run (or resume) the study until it holds exactly ``n_trials`` COMPLETE trials; write its trials table.
 
@@ -88,6 +89,8 @@ def run_study(
         threads: CPU threads for torch (the Snakemake job's ``threads``).
         wandb_dir: Where offline W&B runs are written.
         allow_new_definition: Continue a stored study whose definition changed.
+        trials_table: Where the finalizing process writes the trials table (the rule's output);
+            default ``<study_dir>/trials.csv``.
         finalize: Write the trials table, best predictions and the W&B summary run (one worker of a
             shared study does this, after all have finished).
 
@@ -165,7 +168,7 @@ def run_study(
         if not study.user_attrs.get("wandb_summary_logged") and log_summary_run(study, settings, wandb_dir):
             study.set_user_attr("wandb_summary_logged", True)
         write_best_predictions(study, paths)
-        write_trials_table(study, paths.trials_table)
+        write_trials_table(study, trials_table or paths.trials_table)
         shutil.rmtree(paths.scratch, ignore_errors=True)
     return study
 

@@ -99,11 +99,3 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 METHODS: tuple[str, ...] = ("full_finetune", "lora")
-
-
-def get_task(name: str) -> TaskSpec:
-    """Return the registered task ``name`` or raise a ``KeyError`` naming the known tasks."""
-    try:
-        return TASKS[name]
-    except KeyError:
-        raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}") from None

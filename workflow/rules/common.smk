@@ -1,10 +1,11 @@
 # Config validation, wildcard constraints and the input/param functions of every rule.
 
-import sys
-
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from pathlib import Path
+
+from finetune_hpo.best_model import BEST_MODEL_DIR
 from finetune_hpo.config import ConfigError, check_config, planned_tasks
 from finetune_hpo.data import DataError
 
@@ -19,6 +20,8 @@ PLANNED_TASKS = planned_tasks(config)
 METHODS = config["methods"]
 # Logs are grouped per VM, as the protocol keeps them (logs/phase1_optuna/<vm>/).
 LOGS = f"logs/phase1_optuna/{config['vm'] or 'all'}"
+# Offline W&B runs of every study, uploaded later with `wandb sync`.
+WANDB_DIR = "results/wandb"
 
 
 # On a cluster these run on the submitting node: they are cheap, and subsampling may need the hub,
@@ -80,8 +83,11 @@ def get_model_input(wildcards):
 
 
 def get_best_model_dir(wildcards):
-    """The study's saved best model (a symlink run_study swaps when a trial beats it)."""
-    return f"results/studies/{wildcards.task}_{wildcards.method}/best_model"
+    """The study's saved best model beside its trials table (a link run_study swaps when a trial beats it)."""
+    trials = rules.run_study.output.trials.format(
+        task=wildcards.task, method=wildcards.method
+    )
+    return str(Path(trials).parent / BEST_MODEL_DIR)
 
 
 def get_best_model_scores(wildcards):
@@ -92,10 +98,12 @@ def get_best_model_scores(wildcards):
 
 
 def get_train_size(wildcards):
+    """The task's training tier (examples)."""
     return config["tasks"][wildcards.task]["train_size"]
 
 
 def get_validation_fraction(wildcards):
+    """The selection set's size as a share of the tier."""
     return config["tasks"][wildcards.task]["validation_fraction"]
 
 

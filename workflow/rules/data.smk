@@ -17,7 +17,6 @@ rule subsample_dataset:
         "../../environment.yml"
     threads: 1
     params:
-        data_files=get_data_files,
         train_size=get_train_size,
         validation_fraction=get_validation_fraction,
         seed=config["seed"],

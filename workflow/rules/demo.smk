@@ -11,6 +11,7 @@ if is_demo_data():
             f"{LOGS}/generate_demo_data/{{task}}.log",
         conda:
             "../../environment.yml"
+        threads: 1
         params:
             examples=config["demo"]["examples_per_split"],
             seed=config["seed"],
@@ -27,6 +28,7 @@ if is_demo_model():
             f"{LOGS}/write_demo_corpus.log",
         conda:
             "../../environment.yml"
+        threads: 1
         params:
             seed=config["seed"],
             # Enough text for a WordPiece vocabulary and 600 masked-LM steps.

@@ -27,6 +27,10 @@ rule plot_study:
         f"{LOGS}/plot_study/{{task}}_{{method}}.log",
     conda:
         "../../environment.yml"
+    threads: 1
+    params:
+        # The study's storage, beside its declared trials table.
+        study_dir=subpath(input.trials, parent=True),
     script:
         "../scripts/plot_study.py"
 
@@ -44,6 +48,7 @@ rule plot_lora_vs_full:
         f"{LOGS}/plot_lora_vs_full.log",
     conda:
         "../../environment.yml"
+    threads: 1
     params:
         studies=get_reviewed_studies(),
     script:
@@ -62,6 +67,7 @@ rule check_phase1:
         f"{LOGS}/check_phase1.log",
     conda:
         "../../environment.yml"
+    threads: 1
     params:
         studies=get_reviewed_studies(),
     script:

@@ -23,7 +23,8 @@ rule run_study_worker:
     params:
         definition=get_study_definition,
         study_dir=subpath(output.done, ancestor=2),
-        wandb_dir="results/wandb",
+        wandb_dir=WANDB_DIR,
+        finalize=False,
     script:
         "../scripts/run_study.py"
 
@@ -51,8 +52,8 @@ rule run_study:
     params:
         definition=get_study_definition,
         study_dir=subpath(output.trials, parent=True),
-        # Offline W&B runs, uploaded later with `wandb sync`.
-        wandb_dir="results/wandb",
+        wandb_dir=WANDB_DIR,
+        finalize=True,
     script:
         "../scripts/run_study.py"
 
@@ -64,10 +65,14 @@ rule score_best_model:
         trials=rules.run_study.output.trials,
         selection=rules.subsample_dataset.output.validation,
         confirmation=rules.subsample_dataset.output.confirmation,
+        # A LoRA adapter is loaded on its base model.
+        model=get_model_input,
     output:
         scores="results/studies/{task}_{method}/best_model_scores.json",
     log:
         f"{LOGS}/score_best_model/{{task}}_{{method}}.log",
+    benchmark:
+        "results/benchmarks/score_best_model/{task}_{method}.tsv"
     conda:
         "../../environment.yml"
     threads: 1
@@ -92,6 +97,7 @@ rule export_best_config:
         f"{LOGS}/export_best_config/{{task}}_{{method}}.log",
     conda:
         "../../environment.yml"
+    threads: 1
     params:
         study_dir=subpath(input.trials, parent=True),
     script:

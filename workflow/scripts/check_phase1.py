@@ -19,4 +19,6 @@ with workflow_job(smk.log[0]):
     for review in failed:
         logger.error("%s: %s", review.study_name, review.problem)
     if failed:
+        # Snakemake deletes a failed job's outputs: the table above, in this log, is what remains.
+        logger.error("Phase 1 check failed; the review table is in this log (%s)", smk.log[0])
         sys.exit(1)

@@ -3,14 +3,14 @@
 import json
 from pathlib import Path
 
+from finetune_hpo.config import study_settings
 from finetune_hpo.gpus import claim_gpu
 from finetune_hpo.jobs import workflow_job
 
 smk = snakemake  # noqa: F821 - the object Snakemake injects into scripts
 with workflow_job(smk.log[0]):
-    claim_gpu()  # before torch is imported: pins this job to one free GPU of the host
-    from finetune_hpo.config import study_settings
-    from finetune_hpo.study import run_study
+    claim_gpu()  # pins this job to one free GPU of the host, so before torch initialises CUDA
+    from finetune_hpo.study import run_study  # imports torch: only after the claim
 
     run_study(
         study_settings(smk.config, smk.wildcards.task, smk.wildcards.method),
@@ -19,6 +19,8 @@ with workflow_job(smk.log[0]):
         Path(smk.params.study_dir),
         threads=smk.threads,
         wandb_dir=Path(smk.params.wandb_dir),
-        # A worker job of a shared study leaves the trials table (and the W&B summary) to rule run_study.
-        finalize=hasattr(smk.output, "trials"),
+        # A worker job of a shared study leaves the trials table, the best-model link and the W&B
+        # summary to rule run_study, which runs once all workers are done.
+        finalize=smk.params.finalize,
+        trials_table=Path(smk.output.trials) if smk.params.finalize else None,
     )

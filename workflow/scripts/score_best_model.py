@@ -3,17 +3,16 @@ set (it must reproduce the study's best value) and on the held-out confirmation 
 
 from pathlib import Path
 
+from finetune_hpo.evaluation import write_scores
 from finetune_hpo.gpus import claim_gpu
 from finetune_hpo.jobs import workflow_job
 
 smk = snakemake  # noqa: F821 - the object Snakemake injects into scripts
 with workflow_job(smk.log[0]):
-    claim_gpu()  # before torch is imported, as for the studies
-    from finetune_hpo.evaluation import write_scores
-
+    claim_gpu()  # before write_scores imports torch, as for the studies
     write_scores(
         Path(smk.params.model),
-        [Path(smk.input.selection), Path(smk.input.confirmation)],
+        {"validation": Path(smk.input.selection), "confirmation": Path(smk.input.confirmation)},
         Path(smk.output.scores),
         task_name=smk.wildcards.task,
         batch_size=smk.params.batch_size,

@@ -13,7 +13,8 @@ with workflow_job(smk.log[0]):
     task = TASKS[smk.wildcards.task]
     drawn = subsample(
         task,
-        load_splits(task, smk.params.data_files or None),
+        # Local data files are the rule's inputs (none: the hub).
+        load_splits(task, {split: smk.input[split] for split in ("train", "validation")} if smk.input else None),
         smk.params.train_size,
         smk.params.validation_fraction,
         smk.params.seed,
