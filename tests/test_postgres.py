@@ -111,3 +111,57 @@ def test_storage_url_errors_name_the_server_without_the_password(tmp_path: Path)
 
     with pytest.raises(StudyError, match=r"cannot open optuna.storage postgresql://u:\*\*\*@127.0.0.1:1/x"):
         open_storage("postgresql://u:secret@127.0.0.1:1/x", StudyPaths(tmp_path))
+
+
+def test_snakemake_fans_a_study_out_to_worker_jobs(tmp_path: Path, database_url: str) -> None:
+    """optuna.workers_per_study: 2 through the workflow itself: two run_study_worker jobs share the study on
+    PostgreSQL, then run_study finalizes it (trials table, best model, export) without running a trial."""
+    import copy
+    import sys
+
+    import yaml
+
+    from finetune_hpo.export import load_optimal
+    from tests.conftest import REPO, demo_config
+
+    config = copy.deepcopy(demo_config())
+    config["tasks"] = {"sst2": config["tasks"]["sst2"] | {"train_size": 80}}
+    config["methods"] = ["full_finetune"]
+    config["vms"] = {}
+    config["optuna"] |= {
+        "n_trials": 4,
+        "storage": "env:FINETUNE_HPO_STORAGE_URL",
+        "workers_per_study": 2,
+        "heartbeat_interval": 1,
+        "heartbeat_grace_period": 10,
+    }
+    config["wandb"]["mode"] = "disabled"
+    config["demo"] |= {"pretrain_steps": 20, "examples_per_split": {"train": 150, "validation": 100}}
+    config["search_spaces"]["full_finetune"]["num_train_epochs"] = {"type": "int", "low": 1, "high": 2}
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", "profiles/demo", "--directory", str(tmp_path)],
+        cwd=REPO,
+        env=os.environ | {"FINETUNE_HPO_STORAGE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    assert sorted(path.name for path in (tmp_path / "results/studies/sst2_full_finetune/workers").iterdir()) == [
+        "0.done",
+        "1.done",
+    ]
+    trials = _states(database_url)
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 4
+    # The trials ran in the worker jobs; rule run_study only finalized (its log has no trial line).
+    logs = tmp_path / "logs/phase1_optuna/all/run_study"
+    worker_lines = [
+        line for log in logs.glob("sst2_full_finetune.worker*.log") for line in log.read_text().splitlines()
+    ]
+    assert sum("COMPLETE value=" in line for line in worker_lines) == 4
+    assert "COMPLETE value=" not in (logs / "sst2_full_finetune.log").read_text()
+    exported = load_optimal(tmp_path / "analysis/sst2_full_finetune_optimal.yaml")
+    assert exported["n_trials"] == 4 and exported["best_model"]["reproduced"] is True
+    assert "postgresql://" in exported["storage"] and "***" in exported["storage"]
