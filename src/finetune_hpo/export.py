@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -22,6 +21,7 @@ from optuna.trial import TrialState
 from finetune_hpo.best_model import best_complete_trial
 from finetune_hpo.config import OPTIMAL_SCHEMA
 from finetune_hpo.io import write_text_atomic
+from finetune_hpo.metrics import binomial_standard_error
 from finetune_hpo.settings import StudySettings
 from finetune_hpo.storage import StudyPaths, describe_storage, load_stored_study
 
@@ -166,7 +166,7 @@ def _selection_and_confirmation(
         "selection_size": selection_size,
         # Without per-example scores, only accuracy has a closed form (binomial); F1 has none.
         "selection_standard_error": (
-            _binomial_standard_error(float(best.value), selection_size) if metric == "accuracy" else None
+            binomial_standard_error(float(best.value), selection_size) if metric == "accuracy" else None
         ),
         "confirmation_value": None,
         "confirmation_size": 0,
@@ -212,14 +212,6 @@ def _selection_and_confirmation(
         "tolerance": REPRODUCTION_TOLERANCE,
     }
     return fields
-
-
-def _binomial_standard_error(value: float, size: int) -> float | None:
-    # Without the saved model's per-example scores: the binomial approximation at the set's size.
-    if size < 2:
-        return None
-    share = min(max(value / 100.0, 0.0), 1.0)
-    return 100.0 * math.sqrt(share * (1.0 - share) / size)
 
 
 def _plain(value: Any) -> Any:

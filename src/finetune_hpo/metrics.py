@@ -104,6 +104,15 @@ def squad_v2_metrics(predictions: Mapping[str, str], golds: Mapping[str, Sequenc
     return metrics
 
 
+def binomial_standard_error(value: float | None, size: int | None) -> float | None:
+    """Standard error in points of a percent score on ``size`` examples, ``100 * sqrt(p (1 - p) / n)``: exact
+    for accuracy, and the usual rough noise scale for other percent scores when no per-example scores exist."""
+    if value is None or not size or size < 2:
+        return None
+    share = min(max(value / 100.0, 0.0), 1.0)
+    return 100.0 * float(np.sqrt(share * (1.0 - share) / size))
+
+
 def standard_error_of_mean(per_example: Sequence[float]) -> float | None:
     """Standard error, in points, of a metric that is the mean of per-example scores in [0, 1].
 

@@ -24,6 +24,7 @@ from finetune_hpo.best_model import best_complete_trial
 from finetune_hpo.config import study_settings
 from finetune_hpo.export import ExportError, load_optimal
 from finetune_hpo.importances import parameter_importances
+from finetune_hpo.metrics import binomial_standard_error
 from finetune_hpo.settings import StudySettings
 from finetune_hpo.storage import StudyError, load_stored_study
 
@@ -111,14 +112,6 @@ def majority_baseline(metric: str, validation_strata: Mapping[str, int]) -> floa
         share = validation_strata.get("1", 0) / total
         return 100.0 * 2 * share / (1 + share) if share else 0.0
     return None
-
-
-def binomial_standard_error(value: float | None, size: int | None) -> float | None:
-    """Standard error in points of a percent score measured on ``size`` examples: ``100*sqrt(p(1-p)/n)``."""
-    if value is None or not size:
-        return None
-    share = min(max(value / 100.0, 0.0), 1.0)
-    return 100.0 * math.sqrt(share * (1.0 - share) / size)
 
 
 def chance_best_guided_wins(n_guided: int, n_random: int) -> float | None:
