@@ -63,7 +63,10 @@ def prepare_task(workdir: Path, config: dict, task_name: str) -> dict[str, Any]:
         task_config["train_size"],
         0.5,
         seed=0,
-        confirmation_max_rows=selection["confirmation_max_rows"] if selection["save_best_model"] else 0,
+        # As rule subsample_dataset: held-out rows when a best model is kept or candidates are confirmed.
+        confirmation_max_rows=selection["confirmation_max_rows"]
+        if selection["save_best_model"] or task_config.get("selection", selection)["confirm_top_k"]
+        else 0,
     )
     summary = write_subsample(task, drawn, workdir / "results" / "data" / task_name, seed=0)
     qa = config["model"]["qa"]

@@ -123,3 +123,18 @@ def test_schemas_ship_with_the_package_and_the_workflow_validates_against_the_sa
     (wheel,) = tmp_path.glob("finetune_hpo-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {"finetune_hpo/schemas/config.schema.yaml", "finetune_hpo/schemas/optimal.schema.yaml"} <= set(names)
+
+
+@pytest.mark.parametrize(
+    ("enqueued", "message"),
+    [
+        ({"learning_rte": 1e-5}, r"optuna.enqueue\[0\]: unknown hyperparameter\(s\) learning_rte"),
+        ({"learning_rate": 1.0}, r"optuna.enqueue\[0\].learning_rate: 1.0 is outside study \w+'s space"),
+        ({"batch_size": 3}, r"enqueue\[0\].batch_size: 3 is outside study squad_v2_full_finetune.s space \(choices"),
+    ],
+)
+def test_enqueued_configurations_are_checked_against_the_space(enqueued, message) -> None:
+    config = real_config()
+    config["optuna"]["enqueue"] = [enqueued]
+    with pytest.raises(ConfigError, match=message):
+        check_config(config, check_data_files=False)

@@ -130,12 +130,12 @@ def test_a_score_the_saved_model_does_not_reproduce_is_flagged_and_fails_the_rev
 
 
 def test_scores_of_another_trial_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ExportError, match="not of the best trial 2"):
+    with pytest.raises(ExportError, match="not of the exported trial 2"):
         write_optimal_config(
             _study([71.0, None, 84.5]), _settings(2), SUMMARY, tmp_path / "x.yaml", "journal", _scores(0, 71.0)
         )
     stale = _scores(2, 84.5) | {"fingerprint": "fedcba9876543210"}  # the same number in another study
-    with pytest.raises(ExportError, match="not of the best trial 2"):
+    with pytest.raises(ExportError, match="not of the exported trial 2"):
         write_optimal_config(_study([71.0, None, 84.5]), _settings(2), SUMMARY, tmp_path / "x.yaml", "journal", stale)
 
 

@@ -88,7 +88,8 @@ def test_review_numbers_match_the_study(exported) -> None:
     assert review.mean_train_seconds == 2.0
     table = render_markdown([review])
     assert (
-        "| rte_full_finetune | accuracy | 80.00 ± 12.65 (n=10) | - | 58.00 | 22.00 | 12.65 | 60.00 | 72.00 | 80.00 "
+        "| rte_full_finetune | accuracy | 80.00 ± 12.65 (n=10) | - | - | - | - | 58.00 | 22.00 | 12.65 | 60.00 | 72.00 "
+        "| 80.00 "
         "| learning_rate" in table
     )
     assert "| PASS, noise=35.78 | PASS, P(random)=0.60 | PASS |" in table
@@ -229,3 +230,23 @@ def test_confirmation_renders_dash_for_older_yaml_and_value_when_exported(export
     _rewrite_optimal(path, selection_size=50, confirmation_value=None, confirmation_size=0)
     no_confirmation = review_study("rte_full_finetune", path, study, expected_trials=10, n_startup_trials=4)
     assert _cell(no_confirmation, "confirmation ± SE (n)") == "-"
+
+
+def test_confirmation_columns_show_the_winner_its_seed_spread_and_the_paired_test() -> None:
+    review = StudyReview(
+        "rte_lora",
+        metric="accuracy",
+        confirmed_trial=7,
+        confirmed_mean=80.1667,
+        confirmed_sd=0.7638,
+        confirmed_seeds=3,
+        winner_changed=True,
+        separable_from_runner_up=False,
+        runner_up_p_value=0.0832,
+    )
+    assert _cell(review, "confirmed winner (mean ± sd, seeds)") == "trial 7: 80.17 ± 0.76 (3)"
+    assert _cell(review, "winner changed") == "yes"
+    assert _cell(review, "separable from runner-up (p)") == "no (0.083)"
+    row = _csv_row(review)
+    assert row["confirmed_trial"] == "7" and row["winner_changed"] == "True"
+    assert _cell(StudyReview("sst2_lora", metric="accuracy"), "winner changed") == "-"

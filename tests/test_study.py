@@ -240,3 +240,18 @@ def test_a_surplus_worker_yields_before_training(tmp_path: Path, tiny_model: Pat
     surplus = study.trials[-1]
     assert surplus.state == TrialState.PRUNED and surplus.user_attrs["surplus"] is True
     assert surplus.params == {}  # not even suggested
+
+
+def test_enqueued_configurations_run_first_and_count_toward_n_trials(tmp_path: Path, tiny_model: Path) -> None:
+    config = small_config(tmp_path, tiny_model, n_trials=3)
+    warm = {"learning_rate": 1e-3, "num_train_epochs": 2, "lora_rank": 8}  # lora_rank: not in full FT's space
+    config["optuna"]["enqueue"] = [warm, {"learning_rate": 5e-4}]
+    summary = prepare_task(tmp_path, config, "sst2")
+    study = _run(tmp_path, config, summary)
+    assert _states(study) == ["COMPLETE"] * 3  # the two enqueued trials are among the 3, not added to them
+    assert study.trials[0].params["learning_rate"] == 1e-3 and study.trials[0].params["num_train_epochs"] == 2
+    assert "lora_rank" not in study.trials[0].params
+    assert study.trials[1].params["learning_rate"] == 5e-4  # the rest of its parameters were sampled
+    assert [t.user_attrs.get("enqueued", False) for t in study.trials] == [True, True, False]
+    # A rerun of the finished study enqueues nothing again.
+    assert len(_run(tmp_path, config, summary).trials) == 3

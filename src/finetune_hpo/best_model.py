@@ -116,11 +116,22 @@ def promote_best_model(directory: Path, trials: Sequence[FrozenTrial]) -> Path |
     Returns:
         The folder ``best_model`` now points to, or ``None`` when no COMPLETE trial has a saved model.
     """
-    directory = Path(directory)
     best = best_complete_trial(trials)
     running = {trial.number for trial in trials if trial.state == TrialState.RUNNING}
+    return point_best_model(directory, None if best is None else best.number, keep=running)
+
+
+def point_best_model(directory: Path, trial_number: int | None, keep: Iterable[int] = ()) -> Path | None:
+    """Point ``best_model`` at trial ``trial_number``'s saved model (when there is one) and drop the saved
+    models of every other trial except those in ``keep``.
+
+    Used by :func:`promote_best_model` and by the confirmation stage, whose winner may not be the single
+    best trial.
+    """
+    directory = Path(directory)
+    keep = set(keep)
     with _locked(directory):
-        target = trial_model_dir(directory, best.number) if best is not None else None
+        target = trial_model_dir(directory, trial_number) if trial_number is not None else None
         if target is not None and (target / INFO_FILE).is_file():
             if not (directory.is_symlink() and directory.resolve() == target.resolve()):
                 if directory.exists() and not directory.is_symlink():
@@ -129,12 +140,12 @@ def promote_best_model(directory: Path, trials: Sequence[FrozenTrial]) -> Path |
                 link.unlink(missing_ok=True)
                 link.symlink_to(target.name)  # relative: the study folder can be moved as a whole
                 os.replace(link, directory)
-                logger.info("best model: trial %d (%s)", best.number, target)
+                logger.info("best model: trial %d (%s)", trial_number, target)
         else:
             target = None
         for folder in directory.parent.glob(f"{directory.name}.trial-*"):
             number = int(folder.name.rsplit("-", 1)[1])
-            if folder != (target or Path()) and number not in running:
+            if folder != (target or Path()) and number not in keep:
                 shutil.rmtree(folder, ignore_errors=True)
     return target
 

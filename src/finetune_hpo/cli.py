@@ -46,6 +46,9 @@ class ResultsLayout:
     def trials_table(self, study_name: str) -> Path:
         return self.study_dir(study_name) / "trials.csv"
 
+    def confirmation(self, study_name: str) -> Path:
+        return self.study_dir(study_name) / "confirmation.json"
+
     def best_model_scores(self, study_name: str) -> Path:
         return self.study_dir(study_name) / "best_model_scores.json"
 
@@ -104,17 +107,37 @@ def cmd_run_study(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_confirm(args: argparse.Namespace) -> None:
+    claim_gpu()  # as for run-study: before torch is imported
+    from finetune_hpo.confirmation import run_confirmation
+
+    config = load_config(args.config, _parse_overrides(args.set))
+    settings = study_settings(config, args.task, args.method)
+    layout = ResultsLayout(Path(args.results))
+    run_confirmation(
+        settings,
+        layout.tokenized(args.task),
+        json.loads(layout.data_summary(args.task).read_text()),
+        layout.study_dir(settings.study_name),
+        output=layout.confirmation(settings.study_name),
+        threads=args.threads,
+        wandb_dir=layout.wandb,
+    )
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     config = load_config(args.config, _parse_overrides(args.set))
     settings = study_settings(config, args.task, args.method)
     layout = ResultsLayout(Path(args.results))
     scores = layout.best_model_scores(settings.study_name)
+    confirmation = layout.confirmation(settings.study_name)
     export_study(
         settings,
         layout.study_dir(settings.study_name),
         layout.data_summary(args.task),
         Path(args.out) if args.out else layout.optimal(settings.study_name),
         scores if scores.is_file() else None,
+        confirmation if settings.selection.confirms else None,
     )
 
 
@@ -182,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, func, text in (
         ("run-study", cmd_run_study, "run or resume one study on prepared data (results/data, results/tokenized)"),
+        ("confirm", cmd_confirm, "run or resume a finished study's confirmation stage (selection.confirm_top_k)"),
         ("export", cmd_export, "export a finished study's best configuration"),
     ):
         p = sub.add_parser(name, help=text)
@@ -189,10 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--task", required=True)
         p.add_argument("--method", required=True, choices=("full_finetune", "lora"))
         p.add_argument("--results", default="results", help="results folder (default: %(default)s)")
-        if name == "run-study":
+        if name in ("run-study", "confirm"):
             p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+        if name == "run-study":
             p.add_argument("--new-study", action="store_true", help="accept a changed study definition")
-        else:
+        elif name == "export":
             p.add_argument("--out", help="output YAML (default: analysis/<task>_<method>_optimal.yaml)")
         p.set_defaults(func=func)
 

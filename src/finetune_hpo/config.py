@@ -106,9 +106,12 @@ def check_config(
         raise ConfigError(f"vm: {config['vm']!r} is not defined under 'vms' (defined: {known})")
     _check_model(config)
     _check_workers(config)
+    _check_enqueue_names(config)
     for task_name in config["tasks"]:
         for method in config["methods"]:
-            study_settings(config, task_name, method)
+            settings = study_settings(config, task_name, method)
+            _check_confirmation(settings, config)
+            _check_enqueue_values(settings)
         if check_data_files:
             _check_data_files(config, task_name)
     return config
@@ -131,6 +134,62 @@ def study_settings(config: Mapping[str, Any], task_name: str, method: str) -> St
     except SearchSpaceError as err:
         raise ConfigError(str(err)) from err
     return build_study_settings(config, TASKS[task_name], method, distributions)
+
+
+def _check_enqueue_names(config: Mapping[str, Any]) -> None:
+    """Every enqueued parameter must be a hyperparameter of some method's space (a typo is not ignored)."""
+    known = {name for space in config["search_spaces"].values() for name in space}
+    for index, params in enumerate(config["optuna"].get("enqueue", [])):
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ConfigError(
+                f"optuna.enqueue[{index}]: unknown hyperparameter(s) {', '.join(unknown)}; the search spaces "
+                f"define {', '.join(sorted(known))}"
+            )
+
+
+def _check_enqueue_values(settings: StudySettings) -> None:
+    """Each enqueued value must lie inside the study's distribution (after the task's overrides)."""
+    for index, params in enumerate(settings.enqueue):
+        for name, value in params.items():
+            distribution = settings.search_space[name]
+            try:
+                inside = distribution._contains(distribution.to_internal_repr(value))
+            except (TypeError, ValueError):
+                inside = False
+            if not inside:
+                raise ConfigError(
+                    f"optuna.enqueue[{index}].{name}: {value!r} is outside study {settings.study_name}'s space "
+                    f"({_describe(distribution)})"
+                )
+
+
+def _describe(distribution: Any) -> str:
+    if hasattr(distribution, "choices"):
+        return f"choices {list(distribution.choices)}"
+    return f"{distribution.low} to {distribution.high}" + (", log scale" if distribution.log else "")
+
+
+def _check_confirmation(settings: StudySettings, config: Mapping[str, Any]) -> None:
+    """Confirmation draws its candidates from the study's COMPLETE trials and ranks them on held-out rows."""
+    selection = settings.selection
+    where = (
+        f"tasks.{settings.task.name}.selection.confirm_top_k"
+        if "confirm_top_k" in config["tasks"][settings.task.name].get("selection", {})
+        else "selection.confirm_top_k"
+    )
+    if selection.confirm_top_k > settings.n_trials:
+        raise ConfigError(
+            f"{where}: {selection.confirm_top_k} candidates cannot come from a study of optuna.n_trials="
+            f"{settings.n_trials} trials"
+        )
+    if selection.confirms and selection.confirmation_max_rows == 0:
+        logger.warning(
+            "%s is on but selection.confirmation_max_rows is 0: study %s's candidates will be ranked on "
+            "the selection set that chose them",
+            where,
+            settings.study_name,
+        )
 
 
 def _check_workers(config: Mapping[str, Any]) -> None:

@@ -44,6 +44,8 @@ def study_definition(settings: StudySettings, data_summary: Mapping[str, Any]) -
         },
         "pruner": settings.pruner,
         "seed": settings.seed,
+        # Only when set, so the fingerprint of a study defined before warm starts existed is unchanged.
+        **({"enqueue": [dict(params) for params in settings.enqueue]} if settings.enqueue else {}),
     }
 
 
@@ -107,6 +109,11 @@ def open_study(
         seed=seed,
     )
     study.pruner = make_pruner(settings.pruner)
+    if settings.enqueue and not study.trials:
+        # Warm start, once, when the study is new: the enqueued trials run first and count toward n_trials.
+        for params in settings.enqueue:
+            study.enqueue_trial(dict(params), user_attrs={"enqueued": True}, skip_if_exists=True)
+        logger.info("study %s: %d configuration(s) enqueued to run first", settings.study_name, len(settings.enqueue))
     return study, seed
 
 

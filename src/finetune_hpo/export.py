@@ -57,12 +57,15 @@ def best_config(
     data_summary: Mapping[str, Any],
     storage_label: str,
     best_model_scores: Mapping[str, Any] | None = None,
+    confirmation: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The optimal-config document of ``study``.
 
     Args:
         best_model_scores: The independent scores of the saved best model (``finetune-hpo evaluate``
             output): ``scores.validation`` (the selection set) and ``scores.confirmation``.
+        confirmation: The confirmation stage's summary (``confirmation.json``); its winner is exported
+            instead of the single best trial, and the summary becomes the ``confirmation`` block.
 
     Raises:
         ExportError: the study holds fewer COMPLETE trials than configured, or the scores are of
@@ -76,6 +79,8 @@ def best_config(
         )
     best = best_complete_trial(complete)
     assert best is not None  # n_trials >= 1 COMPLETE trials
+    if confirmation is not None:
+        best = _confirmed_winner(study, confirmation)
     attrs = best.user_attrs
     definition = study.user_attrs.get("definition", {})
     splits = data_summary["splits"]
@@ -147,8 +152,30 @@ def best_config(
         "search_space": definition.get("search_space", {}),
         "storage": storage_label,
         "fingerprint": study.user_attrs.get("fingerprint", ""),
+        "confirmation": _confirmation_block(confirmation),
     }
     return document
+
+
+def _confirmed_winner(study: optuna.Study, confirmation: Mapping[str, Any]) -> optuna.trial.FrozenTrial:
+    """The study trial the confirmation stage named the winner (its parameters must match)."""
+    number = int(confirmation["winner_trial"])
+    trials = study.get_trials(deepcopy=False)
+    if number >= len(trials) or trials[number].state != TrialState.COMPLETE:
+        raise ExportError(f"the confirmation names trial {number}, which is not a COMPLETE trial of this study")
+    winner = trials[number]
+    if {k: _plain(v) for k, v in winner.params.items()} != dict(confirmation["winner_params"]):
+        raise ExportError(
+            f"the confirmation's winner parameters differ from trial {number}'s; rerun rule confirm_top_trials"
+        )
+    return winner
+
+
+def _confirmation_block(confirmation: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What the export keeps of the confirmation stage's summary (everything but its study name)."""
+    if confirmation is None:
+        return None
+    return {key: value for key, value in confirmation.items() if key not in ("study_name", "metric")}
 
 
 def _selection_and_confirmation(
@@ -186,7 +213,7 @@ def _selection_and_confirmation(
         raise ExportError(
             f"the best-model scores ({scores.get('model')}) are of trial "
             f"{None if selection is None else selection.get('trial')} with parameters {scores.get('params')}, "
-            f"not of the best trial {best.number} of this study ({best.params}); rerun rule score_best_model"
+            f"not of the exported trial {best.number} of this study ({best.params}); rerun rule score_best_model"
         )
     difference = float(selection["value"]) - float(best.value)
     reproduced = abs(difference) <= REPRODUCTION_TOLERANCE
@@ -245,9 +272,10 @@ def write_optimal_config(
     out_path: Path,
     storage_label: str,
     best_model_scores: Mapping[str, Any] | None = None,
+    confirmation: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Validate and atomically write the optimal config; returns the document."""
-    document = best_config(study, settings, data_summary, storage_label, best_model_scores)
+    document = best_config(study, settings, data_summary, storage_label, best_model_scores, confirmation)
     validate_optimal(document, where=str(out_path))
     write_text_atomic(out_path, render_yaml(document))
     confirmation = document["confirmation_value"]
@@ -269,6 +297,7 @@ def export_study(
     data_summary_path: Path,
     out_path: Path,
     best_model_scores_path: Path | None = None,
+    confirmation_path: Path | None = None,
 ) -> dict[str, Any]:
     """Load a finished study from its storage and export its best configuration (rule export_best_config).
 
@@ -278,9 +307,11 @@ def export_study(
         data_summary_path: ``summary.json`` of the task's data.
         out_path: ``analysis/<study>_optimal.yaml``.
         best_model_scores_path: The saved best model's independent scores, when one was kept.
+        confirmation_path: The confirmation stage's summary, when the study has one.
     """
     study = load_stored_study(settings.storage, settings.study_name, study_dir)
     scores = json.loads(best_model_scores_path.read_text()) if best_model_scores_path is not None else None
+    confirmation = json.loads(confirmation_path.read_text()) if confirmation_path is not None else None
     return write_optimal_config(
         study,
         settings,
@@ -288,6 +319,7 @@ def export_study(
         out_path,
         describe_storage(settings.storage, StudyPaths(study_dir)),
         scores,
+        confirmation,
     )
 
 

@@ -25,7 +25,7 @@ from finetune_hpo.search_space import suggest
 from finetune_hpo.settings import StudySettings
 from finetune_hpo.storage import StudyPaths
 from finetune_hpo.tracking import TrialRun
-from finetune_hpo.training import TrainingSetup, train_and_evaluate
+from finetune_hpo.training import TrainingSetup, TrialOutcome, train_and_evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +134,11 @@ class Objective:
             "lora_modules_to_save": outcome.lora_modules_to_save,
         }.items():
             trial.set_user_attr(key, value)
+        if outcome.confirmation_metrics is not None:
+            # For the confirmation stage only (this trial's run is one of a candidate's seeds); the
+            # sampler never sees it.
+            trial.set_user_attr("confirmation_metrics", outcome.confirmation_metrics)
+            trial.set_user_attr("confirmation_value", outcome.confirmation_value(metric))
         best = best_complete_trial(trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         if outcome.model is not None and self.best_model_info is not None and beats(outcome.value, trial.number, best):
             # Written now, while the model is in memory; promoted to best_model only once Optuna has
@@ -142,18 +147,14 @@ class Objective:
                 outcome.model,
                 self.tokenizer,
                 self.paths.best_model,
-                {
-                    **self.best_model_info,
-                    "trial": trial.number,
-                    "value": outcome.value,
-                    "params": trial.params,
-                    "metrics": outcome.metrics,
-                    "lora_target_modules": outcome.lora_target_modules,
-                    "lora_modules_to_save": outcome.lora_modules_to_save,
-                    "precision": outcome.precision,
-                    "eval_batch_size": self.setup.eval_batch_size,
-                    "fingerprint": trial.study.user_attrs.get("fingerprint"),
-                },
+                trial_model_info(
+                    self.best_model_info,
+                    trial.number,
+                    trial.params,
+                    outcome,
+                    self.setup.eval_batch_size,
+                    trial.study.user_attrs.get("fingerprint"),
+                ),
             )
         outcome.model = None
         if outcome.qa_predictions is not None:
@@ -161,7 +162,8 @@ class Objective:
                 self.paths.predictions_dir / f"trial-{trial.number}.jsonl",
                 self._prediction_rows(outcome.qa_predictions),
             )
-        run.summary({"objective": outcome.value, "state": "COMPLETE", **outcome.metrics})
+        confirmation = {f"confirmation/{key}": value for key, value in (outcome.confirmation_metrics or {}).items()}
+        run.summary({"objective": outcome.value, "state": "COMPLETE", **outcome.metrics, **confirmation})
         run.finish()
         return outcome.value
 
@@ -190,6 +192,29 @@ class Objective:
             }
             for p in predictions
         ]
+
+
+def trial_model_info(
+    card_info: Mapping[str, Any],
+    trial_number: int,
+    params: Mapping[str, Any],
+    outcome: TrialOutcome,
+    eval_batch_size: int,
+    fingerprint: str | None,
+) -> dict[str, Any]:
+    """The model card of a trial's saved model: :func:`best_model_card_info` plus what the trial did."""
+    return {
+        **card_info,
+        "trial": trial_number,
+        "value": outcome.value,
+        "params": dict(params),
+        "metrics": outcome.metrics,
+        "lora_target_modules": outcome.lora_target_modules,
+        "lora_modules_to_save": outcome.lora_modules_to_save,
+        "precision": outcome.precision,
+        "eval_batch_size": eval_batch_size,
+        "fingerprint": fingerprint,
+    }
 
 
 def best_model_card_info(settings: StudySettings, data_summary: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,15 +2,16 @@
 
 Per study: optimization history (with the best value so far), hyperparameter importances (or a note when
 there are too few trials to say anything), and a slice plot. Across studies: the best value of LoRA vs full
-fine-tuning per task, beside what each costs.
+fine-tuning per task, beside what each costs. Per confirmed study: each candidate's seed spread.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -100,4 +101,51 @@ def plot_lora_vs_full(reviews: Sequence[StudyReview], path: Path) -> None:
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="upper right", fontsize=8)
     figure.suptitle("LoRA vs full fine-tuning")
+    _save(figure, path)
+
+
+def plot_confirmation(confirmation: Mapping[str, Any], path: Path) -> None:
+    """A study's confirmed candidates: every seed's score on both sets, with the mean ± sd over seeds.
+
+    Args:
+        confirmation: The confirmation stage's summary (``confirmation.json``).
+        path: The figure.
+    """
+    candidates = confirmation["candidates"]
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    for axis, split in zip(axes, ("selection", "confirmation"), strict=True):
+        for position, candidate in enumerate(candidates):
+            values = [value for value in candidate[split]["values"] if value is not None]
+            winner = candidate["trial"] == confirmation["winner_trial"]
+            colour = "tab:green" if winner else "tab:gray"
+            # Seeds side by side, so equal scores (2-point steps on small sets) stay visible.
+            offsets = [position + 0.08 * (i - (len(values) - 1) / 2) for i in range(len(values))]
+            axis.scatter(offsets, values, color=colour, s=22, zorder=3)
+            mean, sd = candidate[split]["mean"], candidate[split]["sd"]
+            if mean is not None:
+                axis.errorbar(
+                    position + 0.3, mean, yerr=sd or 0.0, fmt="D", color=colour, capsize=4, markersize=5, zorder=3
+                )
+        labels = [
+            f"trial {c['trial']}" + (" (winner)" if c["trial"] == confirmation["winner_trial"] else "")
+            for c in candidates
+        ]
+        axis.set_xticks(range(len(candidates)), labels, fontsize=8)
+        ranked = " (ranks)" if split == confirmation["ranked_on"] else ""
+        axis.set_title(f"{split} set{ranked}")
+        axis.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel(f"{confirmation.get('metric', 'objective')} (%)")
+    test = confirmation.get("paired_test") or {}
+    verdict = (
+        ""
+        if not test
+        else f"; vs runner-up: p={test['p_value']:.3f}"
+        if test.get("p_value") is not None
+        else f"; vs runner-up: {test.get('note', 'no test')}"
+    )
+    figure.suptitle(
+        f"{confirmation.get('study_name', '')}: {len(candidates)} candidates x {len(confirmation['seeds'])} seeds "
+        f"(dots: seeds, diamond: mean ± sd){verdict}",
+        fontsize=9,
+    )
     _save(figure, path)

@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from finetune_hpo.config import ConfigError
+from finetune_hpo.data import CONFIRMATION_SPLIT
 from finetune_hpo.io import write_json_atomic
 from finetune_hpo.qa import QAWindowing, prepare_train_features, prepare_validation_features
 from finetune_hpo.tasks import TaskSpec
@@ -31,12 +32,29 @@ class TokenizedTask:
         validation: Model inputs of the validation set (QA: one row per window, no labels).
         validation_examples: QA only: the raw validation rows, for postprocessing.
         validation_windows: QA only: ``example_id`` and ``offset_mapping`` per window.
+        confirmation, confirmation_examples, confirmation_windows: The same for the held-out confirmation
+            rows, when the subsample has any.
     """
 
     train: Any
     validation: Any
     validation_examples: Any = None
     validation_windows: Any = None
+    confirmation: Any = None
+    confirmation_examples: Any = None
+    confirmation_windows: Any = None
+
+    def on_confirmation(self) -> TokenizedTask:
+        """The same task with the confirmation set in place of the selection set, so the Trainer's own
+        evaluation path scores it (the held-out rows the confirmation stage ranks candidates on)."""
+        if self.confirmation is None:
+            raise ValueError("this tokenized task has no confirmation set (confirmation.jsonl was empty)")
+        return replace(
+            self,
+            validation=self.confirmation,
+            validation_examples=self.confirmation_examples,
+            validation_windows=self.confirmation_windows,
+        )
 
 
 def load_tokenizer(model_name_or_path: str) -> Any:
@@ -62,17 +80,21 @@ def tokenize_task(
     qa_windowing: QAWindowing | None = None,
     num_proc: int | None = None,
 ) -> dict[str, Any]:
-    """Tokenize ``data_dir/{train,validation}.jsonl`` into ``out_dir`` (``datasets.save_to_disk``).
+    """Tokenize ``data_dir/{train,validation,confirmation}.jsonl`` into ``out_dir`` (``datasets.save_to_disk``).
+
+    The confirmation rows are tokenized like the selection set, when there are any: trials score them
+    only when a confirmation stage follows the study.
 
     Returns:
         A summary (rows and tokens per split) that is also written to ``out_dir/summary.json``.
     """
     import datasets
 
-    raw = datasets.load_dataset(
-        "json",
-        data_files={split: str(data_dir / f"{split}.jsonl") for split in ("train", "validation")},
-    )
+    splits = ["train", "validation"]
+    confirmation_file = data_dir / f"{CONFIRMATION_SPLIT}.jsonl"
+    if confirmation_file.is_file() and confirmation_file.stat().st_size > 0:
+        splits.append(CONFIRMATION_SPLIT)
+    raw = datasets.load_dataset("json", data_files={split: str(data_dir / f"{split}.jsonl") for split in splits})
     if task.is_classification:
         tokenized = _tokenize_classification(task, raw, tokenizer, max_seq_length, num_proc)
     else:
@@ -115,22 +137,22 @@ def _tokenize_qa(task: TaskSpec, raw: Any, tokenizer: Any, windowing: QAWindowin
         remove_columns=raw["train"].column_names,
         num_proc=num_proc,
     )
-    validation = raw["validation"].map(
-        prepare_validation_features,
-        fn_kwargs={"tokenizer": tokenizer, "windowing": windowing, "id_column": task.id_column},
-        batched=True,
-        remove_columns=raw["validation"].column_names,
-        num_proc=num_proc,
-    )
-    inputs = [column for column in MODEL_INPUTS if column in validation.column_names]
-    return datasets.DatasetDict(
-        {
-            "train": train,
-            "validation": validation.select_columns(inputs),
-            "validation_windows": validation.select_columns(["example_id", "offset_mapping"]),
-            "validation_examples": raw["validation"],
-        }
-    )
+    splits = {"train": train}
+    for split in ("validation", CONFIRMATION_SPLIT):
+        if split not in raw:
+            continue
+        windows = raw[split].map(
+            prepare_validation_features,
+            fn_kwargs={"tokenizer": tokenizer, "windowing": windowing, "id_column": task.id_column},
+            batched=True,
+            remove_columns=raw[split].column_names,
+            num_proc=num_proc,
+        )
+        inputs = [column for column in MODEL_INPUTS if column in windows.column_names]
+        splits[split] = windows.select_columns(inputs)
+        splits[f"{split}_windows"] = windows.select_columns(["example_id", "offset_mapping"])
+        splits[f"{split}_examples"] = raw[split]
+    return datasets.DatasetDict(splits)
 
 
 def load_tokenized(path: Path) -> TokenizedTask:
@@ -141,9 +163,4 @@ def load_tokenized(path: Path) -> TokenizedTask:
         raise FileNotFoundError(f"{path} holds no tokenized task (no dataset_dict.json); rerun the tokenize rule")
     loaded = datasets.load_from_disk(str(path))
     splits = json.loads((path / "dataset_dict.json").read_text())["splits"]
-    return TokenizedTask(
-        train=loaded["train"],
-        validation=loaded["validation"],
-        validation_examples=loaded["validation_examples"] if "validation_examples" in splits else None,
-        validation_windows=loaded["validation_windows"] if "validation_windows" in splits else None,
-    )
+    return TokenizedTask(**{split: loaded[split] for split in splits})

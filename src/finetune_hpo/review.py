@@ -62,6 +62,13 @@ class StudyReview:
         importance_note: Why importances are missing.
         mean_train_seconds: Mean training time of the COMPLETE trials.
         trainable_parameters: Trainable parameters of the best trial.
+        confirmed_trial: With a confirmation stage, the trial whose configuration won.
+        confirmed_mean: The winner's mean over seeds on the set that ranked the candidates.
+        confirmed_sd: Its sample standard deviation over seeds.
+        confirmed_seeds: Seeds per candidate.
+        winner_changed: Whether confirmation picked another configuration than the single best trial.
+        separable_from_runner_up: Whether the winner beats the runner-up beyond seed noise.
+        runner_up_p_value: The paired test's p-value.
         criteria: Criterion -> ``PASS``/``WARN``/``FAIL``.
     """
 
@@ -89,6 +96,13 @@ class StudyReview:
     importance_note: str = ""
     mean_train_seconds: float | None = None
     trainable_parameters: int | None = None
+    confirmed_trial: int | None = None
+    confirmed_mean: float | None = None
+    confirmed_sd: float | None = None
+    confirmed_seeds: int | None = None
+    winner_changed: bool | None = None
+    separable_from_runner_up: bool | None = None
+    runner_up_p_value: float | None = None
     criteria: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -211,6 +225,7 @@ def review_study(
             review.confirmation_standard_error = binomial_standard_error(
                 review.confirmation_value, review.confirmation_size
             )
+    _review_confirmation(review, document.get("confirmation"))
     if validation_strata:
         review.baseline = majority_baseline(review.metric, validation_strata)
     if study is None:
@@ -241,6 +256,22 @@ def review_study(
         "trainable_parameters"
     )
     return review
+
+
+def _review_confirmation(review: StudyReview, confirmation: Mapping[str, Any] | None) -> None:
+    """The confirmed winner's mean ± sd over seeds, and whether it changed or stands out from the runner-up."""
+    if not confirmation:
+        return
+    winner = next(row for row in confirmation["candidates"] if row["trial"] == confirmation["winner_trial"])
+    ranked = winner[confirmation["ranked_on"]]
+    review.confirmed_trial = confirmation["winner_trial"]
+    review.confirmed_mean = _optional_float(ranked["mean"])
+    review.confirmed_sd = _optional_float(ranked["sd"])
+    review.confirmed_seeds = len(confirmation["seeds"])
+    review.winner_changed = bool(confirmation["winner_changed"])
+    review.separable_from_runner_up = confirmation.get("separable_from_runner_up")
+    test = confirmation.get("paired_test") or {}
+    review.runner_up_p_value = _optional_float(test.get("p_value"))
 
 
 @dataclass(frozen=True)

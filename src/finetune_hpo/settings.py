@@ -117,10 +117,24 @@ class TrainingSettings:
 
 @dataclass(frozen=True)
 class SelectionSettings:
-    """The independent check of the winner: keep the best model, score it on held-out rows."""
+    """How the winner is chosen and checked beyond the trials that chose it.
+
+    Args:
+        save_best_model: Keep the winner's model and re-score it with plain transformers/peft code.
+        confirmation_max_rows: Held-out validation rows that score the winner (the confirmation set).
+        confirm_top_k: Distinct configurations retrained with several seeds after the study (0: off).
+        confirm_seeds: Seeds per confirmed configuration, the study's own run counting as one.
+    """
 
     save_best_model: bool = True
     confirmation_max_rows: int = 2000
+    confirm_top_k: int = 0
+    confirm_seeds: int = 3
+
+    @property
+    def confirms(self) -> bool:
+        """Whether a confirmation stage follows the study."""
+        return self.confirm_top_k > 0
 
 
 @dataclass(frozen=True)
@@ -146,6 +160,7 @@ class StudySettings:
         max_consecutive_failures: Failed trials in a row that stop the study.
         pruner: ``none``, ``median`` or ``hyperband``.
         sampler, storage, wandb, model, training, selection, data: the sections of the config.
+        enqueue: Configurations run first (warm start), each restricted to this study's space.
     """
 
     task: TaskSpec
@@ -163,6 +178,7 @@ class StudySettings:
     training: TrainingSettings
     selection: SelectionSettings
     data: DataSettings
+    enqueue: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def model_name_or_path(self) -> str:
@@ -219,7 +235,12 @@ def build_study_settings(
             qa=QASettings(**model["qa"]),
         ),
         training=TrainingSettings(**config["training"]),
-        selection=SelectionSettings(**config["selection"]),
+        # The task's selection entries (confirmation on for the small selection sets) replace the global ones.
+        selection=SelectionSettings(**{**config["selection"], **task_config.get("selection", {})}),
+        enqueue=tuple(
+            {name: value for name, value in params.items() if name in search_space}
+            for params in optuna_config.get("enqueue", [])
+        ),
         data=DataSettings(
             train_size=int(task_config["train_size"]),
             validation_fraction=float(task_config["validation_fraction"]),

@@ -63,6 +63,11 @@ class StudyPaths:
         return self.root / BEST_MODEL_DIR
 
     @property
+    def confirmation(self) -> Path:
+        """The confirmation stage's summary (rule confirm_top_trials' output)."""
+        return self.root / "confirmation.json"
+
+    @property
     def trials_progress(self) -> Path:
         """The trials table as of the last finished trial: not a Snakemake output, so a failed job keeps it."""
         return self.root / "trials_progress.csv"

@@ -120,18 +120,8 @@ def run_study(
         save_best = settings.selection.save_best_model
         objective = Objective(
             settings=settings,
-            setup=TrainingSetup(
-                task=settings.task,
-                method=settings.method,
-                seed=settings.seed,
-                eval_batch_size=settings.training.eval_batch_size,
-                precision=settings.training.precision,
-                max_oom_retries=settings.training.max_oom_retries,
-                lora_target_modules=settings.model.lora_target_modules,
-                lora_modules_to_save=settings.model.lora_modules_to_save,
-                qa_postprocessing=settings.model.qa.postprocessing,
-                scratch_dir=paths.scratch,
-                keep_model=save_best,
+            setup=TrainingSetup.from_settings(
+                settings, paths.scratch, keep_model=save_best, score_confirmation=settings.selection.confirms
             ),
             base_model=load_base_model(settings.task, settings.model_name_or_path, seed=settings.seed),
             tokenizer=load_tokenizer(settings.model_name_or_path),

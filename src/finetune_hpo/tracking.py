@@ -25,6 +25,7 @@ class TrialRun:
         mode: ``online``, ``offline`` or ``disabled``.
         entity: W&B entity, or ``None`` for the default.
         directory: Where W&B keeps its files (offline runs wait there for ``wandb sync``).
+        job_type: ``trial``, or ``confirmation`` for a confirmation stage's extra seeds.
     """
 
     def __init__(
@@ -37,6 +38,7 @@ class TrialRun:
         mode: str,
         entity: str | None = None,
         directory: Path | None = None,
+        job_type: str = "trial",
     ) -> None:
         self._run: Any = None
         self.run_id: str | None = None
@@ -52,7 +54,7 @@ class TrialRun:
                 entity=entity,
                 group=group,
                 name=name,
-                job_type="trial",
+                job_type=job_type,
                 config=dict(config),
                 mode=mode,
                 dir=str(directory) if directory else None,

@@ -24,6 +24,7 @@ from finetune_hpo.models import build_trial_model, count_parameters, resolve_lor
 from finetune_hpo.preprocess import TokenizedTask
 from finetune_hpo.qa import QAPrediction
 from finetune_hpo.search_space import HyperParameters
+from finetune_hpo.settings import StudySettings
 from finetune_hpo.tasks import TaskSpec
 from finetune_hpo.trainer import EpochCallback, NaNLossError, make_trainer
 
@@ -46,6 +47,8 @@ class TrainingSetup:
         qa_postprocessing: ``n_best``, ``max_answer_length``, ``null_score_threshold`` (QA only).
         scratch_dir: Where the Trainer may write (nothing is checkpointed).
         keep_model: Return the trained model on the outcome (to save the best one); off, it is freed.
+        score_confirmation: Also score the trained model on the confirmation set (when a confirmation
+            stage will rank the top trials on it); the objective stays the selection-set score.
     """
 
     task: TaskSpec
@@ -59,6 +62,24 @@ class TrainingSetup:
     qa_postprocessing: Mapping[str, Any] = field(default_factory=dict)
     scratch_dir: Path | None = None
     keep_model: bool = False
+    score_confirmation: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: StudySettings, scratch_dir: Path, **flags: bool) -> TrainingSetup:
+        """What a study's trials share, from its settings (``flags``: ``keep_model``, ``score_confirmation``)."""
+        return cls(
+            task=settings.task,
+            method=settings.method,
+            seed=settings.seed,
+            eval_batch_size=settings.training.eval_batch_size,
+            precision=settings.training.precision,
+            max_oom_retries=settings.training.max_oom_retries,
+            lora_target_modules=settings.model.lora_target_modules,
+            lora_modules_to_save=settings.model.lora_modules_to_save,
+            qa_postprocessing=settings.model.qa.postprocessing,
+            scratch_dir=scratch_dir,
+            **flags,
+        )
 
 
 @dataclass
@@ -82,6 +103,8 @@ class TrialOutcome:
         lora_target_modules: LoRA only: the modules adapted, as resolved for this model.
         lora_modules_to_save: LoRA only: modules trained in full besides the adapters (head included).
         model: The trained model, when ``TrainingSetup.keep_model`` is set.
+        confirmation_metrics: Every metric on the confirmation set, when ``score_confirmation`` is set
+            and the task has confirmation rows.
     """
 
     value: float
@@ -100,10 +123,15 @@ class TrialOutcome:
     lora_target_modules: str | list[str] | None = None
     lora_modules_to_save: list[str] | None = None
     model: torch.nn.Module | None = field(default=None, repr=False)
+    confirmation_metrics: dict[str, float] | None = None
 
     @property
     def effective_batch_size(self) -> int:
         return self.per_device_batch_size * self.gradient_accumulation_steps * max(1, self.n_gpu)
+
+    def confirmation_value(self, metric: str) -> float | None:
+        """The objective's metric on the confirmation set, when it was scored."""
+        return None if self.confirmation_metrics is None else self.confirmation_metrics.get(metric)
 
 
 def effective_precision(precision: str) -> str:
@@ -287,6 +315,10 @@ def _train_once(
     metric = setup.task.metric
     if metric not in final or not math.isfinite(final[metric]):
         raise NaNLossError(f"evaluation returned {metric}={final.get(metric)}")
+    confirmation_metrics = None
+    if setup.score_confirmation and data.confirmation is not None:
+        # A separate pass with the trial's evaluation arguments; the objective is untouched by it.
+        confirmation_metrics, _ = evaluate_with_trainer(setup, trainer.model, tokenizer, data.on_confirmation())
     trained = trainer.model if setup.keep_model else None
     del trainer, model
     return TrialOutcome(
@@ -306,4 +338,5 @@ def _train_once(
         lora_target_modules=lora_targets,
         lora_modules_to_save=lora_to_save,
         model=trained,
+        confirmation_metrics=confirmation_metrics,
     )

@@ -32,6 +32,7 @@ localrules:
     export_best_config,
     check_phase1,
     plot_study,
+    plot_confirmation,
     plot_lora_vs_full,
 
 
@@ -56,6 +57,22 @@ def get_study_figures():
         method=METHODS,
         figure=("history", "importances", "slice"),
     )
+
+
+def get_confirmation_figures():
+    """The seed-spread figure of every planned study that has a confirmation stage."""
+    return [
+        f"results/figures/{task}_{method}/confirmation_seeds.png"
+        for task in PLANNED_TASKS
+        for method in METHODS
+        if confirm_top_k(task) > 0
+    ]
+
+
+def confirm_top_k(task):
+    """The task's selection.confirm_top_k (its override, else the global one)."""
+    override = config["tasks"][task].get("selection", {})
+    return override.get("confirm_top_k", config["selection"]["confirm_top_k"])
 
 
 def get_study_workers(wildcards):
@@ -142,10 +159,34 @@ def get_study_definition(wildcards):
     }
 
 
-def get_confirmation_max_rows():
-    """Held-out validation rows that score the best model (0 without a saved best model)."""
+def get_confirmation_settings(wildcards):
+    """The task's confirmation settings: selection.confirm_top_k / confirm_seeds, with its override."""
     selection = config["selection"]
-    return selection["confirmation_max_rows"] if selection["save_best_model"] else 0
+    override = config["tasks"][wildcards.task].get("selection", {})
+    return {
+        key: override.get(key, selection[key])
+        for key in ("confirm_top_k", "confirm_seeds")
+    }
+
+
+def get_confirmation_output(wildcards):
+    """The confirmation stage's summary, for studies that have one (confirm_top_k > 0)."""
+    if get_confirmation_settings(wildcards)["confirm_top_k"] == 0:
+        return []
+    return rules.confirm_top_trials.output.confirmation.format(
+        task=wildcards.task, method=wildcards.method
+    )
+
+
+def get_confirmation_max_rows(wildcards):
+    """Held-out validation rows: they score the saved best model and rank confirmed candidates (0 when
+    neither is on)."""
+    selection = config["selection"]
+    needed = (
+        selection["save_best_model"]
+        or get_confirmation_settings(wildcards)["confirm_top_k"] > 0
+    )
+    return selection["confirmation_max_rows"] if needed else 0
 
 
 def is_demo_model():

@@ -20,7 +20,7 @@ rule subsample_dataset:
         train_size=get_train_size,
         validation_fraction=get_validation_fraction,
         seed=config["seed"],
-        confirmation_max_rows=get_confirmation_max_rows(),
+        confirmation_max_rows=get_confirmation_max_rows,
     script:
         "../scripts/subsample_dataset.py"
 
@@ -29,6 +29,7 @@ rule tokenize_dataset:
     input:
         train=rules.subsample_dataset.output.train,
         validation=rules.subsample_dataset.output.validation,
+        confirmation=rules.subsample_dataset.output.confirmation,
         model=get_model_input,
     output:
         tokenized=directory("results/tokenized/{task}"),

@@ -35,6 +35,25 @@ rule plot_study:
         "../scripts/plot_study.py"
 
 
+rule plot_confirmation:
+    input:
+        confirmation=rules.confirm_top_trials.output.confirmation,
+    output:
+        figure=report(
+            "results/figures/{task}_{method}/confirmation_seeds.png",
+            caption="../report/confirmation.rst",
+            category="Studies",
+            subcategory="{task}_{method}",
+        ),
+    log:
+        f"{LOGS}/plot_confirmation/{{task}}_{{method}}.log",
+    conda:
+        "../../environment.yml"
+    threads: 1
+    script:
+        "../scripts/plot_confirmation.py"
+
+
 rule plot_lora_vs_full:
     input:
         unpack(get_review_inputs),
@@ -60,6 +79,8 @@ rule check_phase1:
         unpack(get_review_inputs),
     output:
         markdown="results/summary.md",
+        # The terminal rendering, which `make demo` prints.
+        text="results/summary.txt",
         csv=report(
             "results/summary.csv", caption="../report/summary.rst", category="Overview"
         ),

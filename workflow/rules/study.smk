@@ -58,6 +58,33 @@ rule run_study:
         "../scripts/run_study.py"
 
 
+rule confirm_top_trials:
+    # Only for studies with selection.confirm_top_k > 0: the top configurations retrained with more seeds,
+    # each run a trial of <study>/confirmation in the study's storage (a kill resumes, nothing is redone).
+    input:
+        trials=rules.run_study.output.trials,
+        tokenized=rules.tokenize_dataset.output.tokenized,
+        summary=rules.subsample_dataset.output.summary,
+        model=get_model_input,
+    output:
+        confirmation="results/studies/{task}_{method}/confirmation.json",
+    log:
+        f"{LOGS}/confirm_top_trials/{{task}}_{{method}}.log",
+    benchmark:
+        "results/benchmarks/confirm_top_trials/{task}_{method}.tsv"
+    conda:
+        "../../environment.yml"
+    threads: 1
+    resources:
+        gpu=1,
+    params:
+        study_dir=subpath(input.trials, parent=True),
+        wandb_dir=WANDB_DIR,
+        selection=get_confirmation_settings,
+    script:
+        "../scripts/confirm_top_trials.py"
+
+
 rule score_best_model:
     # The independent check of the exported score: the saved best model, reloaded with plain
     # transformers/peft code, on the selection set (must reproduce best_value) and the held-out rows.
@@ -67,6 +94,8 @@ rule score_best_model:
         confirmation=rules.subsample_dataset.output.confirmation,
         # A LoRA adapter is loaded on its base model.
         model=get_model_input,
+        # With confirmation on, best_model is the confirmed winner's model, saved by that stage.
+        confirmed=get_confirmation_output,
     output:
         scores="results/studies/{task}_{method}/best_model_scores.json",
     log:
@@ -91,6 +120,7 @@ rule export_best_config:
         trials=rules.run_study.output.trials,
         summary=rules.subsample_dataset.output.summary,
         scores=get_best_model_scores,
+        confirmation=get_confirmation_output,
     output:
         optimal="analysis/{task}_{method}_optimal.yaml",
     log:

@@ -12,7 +12,7 @@ smk = snakemake  # noqa: F821 - the object Snakemake injects into scripts
 with workflow_job(smk.log[0]):
     studies = study_files(smk.config, smk.params.studies, smk.input.optimal, smk.input.trials, smk.input.summaries)
     reviews = review_phase1(studies)
-    write_summary(reviews, Path(smk.output.markdown), Path(smk.output.csv))
+    write_summary(reviews, Path(smk.output.markdown), Path(smk.output.csv), Path(smk.output.text))
     logger = logging.getLogger("finetune_hpo")
     logger.info("Phase 1 review (%s):\n%s", smk.output.markdown, render_terminal(reviews))
     failed = [review for review in reviews if review.failed]

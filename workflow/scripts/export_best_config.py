@@ -14,4 +14,5 @@ with workflow_job(smk.log[0]):
         Path(smk.input.summary),
         Path(smk.output.optimal),
         Path(smk.input.scores) if smk.input.get("scores") else None,
+        Path(smk.input.confirmation) if smk.input.get("confirmation") else None,
     )

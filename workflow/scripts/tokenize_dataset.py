@@ -1,4 +1,4 @@
-"""Rule tokenize_dataset: tokenize a task's tier and selection set once per model (Arrow, memory-mapped)."""
+"""Rule tokenize_dataset: a task's tier, selection and confirmation sets, tokenized once per model (Arrow)."""
 
 import json
 import logging

@@ -1,0 +1,543 @@
+"""The confirmation stage: retrain a study's top configurations with more seeds before naming the winner.
+
+With 50-example selection sets (MRPC, RTE) one example is 2 points and a seed alone moves a score by
+several, so the best of 10 single-seed trials is often a lucky seed. After the study, the top
+``confirm_top_k`` distinct configurations are retrained with ``confirm_seeds - 1`` further seeds (the
+study's own run is the first seed); every run is scored on the selection set and on the held-out
+confirmation set, and the winner is the best mean on the confirmation set.
+
+Every run is a trial of a sibling Optuna study, ``<study>/confirmation``, in the study's own storage: it is
+RUNNING while it trains and COMPLETE once scored, so a killed stage resumes without redoing a finished run
+(a killed run stays RUNNING and is marked FAIL on restart, like a study's trial) and the count of runs
+comes out exact. A run whose loss diverges is recorded as FAIL with ``diverged`` set, and counts as done:
+that seed of that configuration diverges.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from finetune_hpo.best_model import point_best_model, read_best_model_info, save_trial_model
+from finetune_hpo.io import write_json_atomic
+from finetune_hpo.models import load_base_model
+from finetune_hpo.objective import best_model_card_info, trial_model_info
+from finetune_hpo.preprocess import load_tokenized, load_tokenizer
+from finetune_hpo.search_space import HyperParameters, suggest
+from finetune_hpo.settings import StudySettings
+from finetune_hpo.storage import StudyError, StudyPaths, open_storage
+from finetune_hpo.study import fail_interrupted_trials, sigterm_as_interrupt
+from finetune_hpo.tracking import TrialRun
+from finetune_hpo.trainer import NaNLossError, stop_requested
+from finetune_hpo.training import TrainingSetup, train_and_evaluate
+
+logger = logging.getLogger(__name__)
+
+# A one-sided test at this level decides "separable from the runner-up".
+SIGNIFICANCE_LEVEL = 0.05
+PAIRED_TEST = "one-sided paired t-test over seeds (scipy.stats.ttest_rel, alternative='greater')"
+
+
+def confirmation_study_name(study_name: str) -> str:
+    """The sibling Optuna study that holds a study's confirmation runs."""
+    return f"{study_name}/confirmation"
+
+
+def confirmation_seeds(seed: int, n_seeds: int) -> list[int]:
+    """The seeds of every candidate, the study's own seed first; the same for every candidate, so the
+    comparison between two candidates is paired by seed (initialisation and data order)."""
+    return [seed + offset for offset in range(n_seeds)]
+
+
+def top_candidates(trials: Sequence[FrozenTrial], k: int) -> list[FrozenTrial]:
+    """The ``k`` best COMPLETE trials with distinct parameters (ties: the lower number, as for the best trial).
+
+    A configuration that TPE proposed twice is one candidate, represented by its better trial.
+    """
+    complete = [trial for trial in trials if trial.state == TrialState.COMPLETE and trial.value is not None]
+    ranked = sorted(complete, key=lambda trial: (-float(trial.value), trial.number))
+    candidates: list[FrozenTrial] = []
+    seen: set[str] = set()
+    for trial in ranked:
+        key = json.dumps(trial.params, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            candidates.append(trial)
+        if len(candidates) == k:
+            break
+    return candidates
+
+
+def run_confirmation(
+    settings: StudySettings,
+    tokenized_dir: Path,
+    data_summary: Mapping[str, Any],
+    study_dir: Path,
+    *,
+    output: Path | None = None,
+    threads: int = 1,
+    wandb_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) the confirmation stage of a finished study and write its summary.
+
+    Args:
+        settings: The study's settings (``selection.confirm_top_k`` and ``confirm_seeds``).
+        tokenized_dir: The tokenized task, with its confirmation set.
+        data_summary: ``summary.json`` of the subsample.
+        study_dir: The study's folder (its journal, best model).
+        output: Where the summary goes (rule confirm_top_trials' output); default
+            ``<study_dir>/confirmation.json``.
+        threads: CPU threads for torch.
+        wandb_dir: Where offline W&B runs are written.
+
+    Returns:
+        The summary (see :func:`summarize`).
+
+    Raises:
+        StudyError: the study is missing or unfinished.
+        KeyboardInterrupt: Ctrl-C or SIGTERM; the running run is stored as FAIL first.
+    """
+    selection = settings.selection
+    if not selection.confirms:
+        raise StudyError(f"study {settings.study_name}: selection.confirm_top_k is 0; no confirmation to run")
+    paths = StudyPaths(study_dir)
+    storage = open_storage(settings.storage.url, paths, settings.storage.heartbeat)
+    try:
+        study = optuna.load_study(study_name=settings.study_name, storage=storage)
+    except KeyError as err:
+        raise StudyError(f"study {settings.study_name} is not in its storage; run rule run_study first") from err
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) < settings.n_trials:
+        raise StudyError(
+            f"study {settings.study_name} has {len(complete)} of {settings.n_trials} COMPLETE trials; "
+            "confirmation runs after the study has finished"
+        )
+    confirmations = optuna.create_study(
+        study_name=confirmation_study_name(settings.study_name),
+        storage=storage,
+        direction=study.direction,
+        # Every parameter is fixed by enqueue_trial; the sampler never draws.
+        sampler=optuna.samplers.RandomSampler(seed=settings.seed),
+        load_if_exists=True,
+    )
+    if isinstance(storage, optuna.storages.RDBStorage):
+        optuna.storages.fail_stale_trials(confirmations)
+    else:
+        fail_interrupted_trials(confirmations)
+    _drop_waiting(confirmations)
+
+    fingerprint = study.user_attrs.get("fingerprint")
+    candidates = top_candidates(complete, selection.confirm_top_k)
+    if len(candidates) < selection.confirm_top_k:
+        logger.warning(
+            "study %s: only %d distinct configurations among its COMPLETE trials (confirm_top_k=%d)",
+            settings.study_name,
+            len(candidates),
+            selection.confirm_top_k,
+        )
+    seeds = confirmation_seeds(settings.seed, selection.confirm_seeds)
+    has_confirmation_rows = int(data_summary["splits"].get("confirmation", {}).get("size", 0)) > 0
+    missing = [
+        (candidate, seed)
+        for candidate in candidates
+        for seed in seeds
+        if _needs_run(candidate, seed, seeds[0], has_confirmation_rows)
+        and _recorded(confirmations, candidate, seed, fingerprint) is None
+    ]
+    planned = sum(1 for c in candidates for s in seeds if _needs_run(c, s, seeds[0], has_confirmation_rows))
+    logger.info(
+        "study %s: confirming %d configuration(s) x %d seed(s) %s; %d of %d run(s) to train",
+        settings.study_name,
+        len(candidates),
+        len(seeds),
+        seeds,
+        len(missing),
+        planned,
+    )
+    runner: _Runner | None = None
+
+    def get_runner() -> _Runner:
+        nonlocal runner
+        if runner is None:  # loaded only when something trains
+            runner = _Runner(settings, tokenized_dir, data_summary, paths, threads, wandb_dir, fingerprint)
+        return runner
+
+    if missing:
+        with sigterm_as_interrupt():
+            for number, (candidate, seed) in enumerate(missing, start=1):
+                logger.info(
+                    "confirmation run %d/%d: trial %d's configuration with seed %d",
+                    number,
+                    len(missing),
+                    candidate.number,
+                    seed,
+                )
+                get_runner().run(confirmations, candidate, seed)
+                if stop_requested.is_set():
+                    raise KeyboardInterrupt("stop requested (SIGTERM)")
+    runs = {
+        (candidate.number, seed): _run_record(candidate, seed, seeds[0], confirmations, fingerprint)
+        for candidate in candidates
+        for seed in seeds
+    }
+    summary = summarize(
+        settings.study_name,
+        settings.task.metric,
+        candidates,
+        seeds,
+        runs,
+        ranked_on="confirmation" if has_confirmation_rows else "selection",
+        trainings=planned,
+    )
+    if selection.save_best_model:
+        winner = summary["winner_trial"]
+        current = read_best_model_info(paths.best_model)
+        stored = confirmations.user_attrs.get("winner_model", {})
+        if current is not None and current.get("trial") == winner:
+            # Kept by the study, or retrained by an earlier run of this stage (then its record says so).
+            summary["best_model"] = stored if stored.get("trial") == winner else {"trial": winner, "retrained": False}
+        else:
+            with sigterm_as_interrupt():
+                summary["best_model"] = get_runner().keep_winner_model(study.trials[winner])
+            confirmations.set_user_attr("winner_model", summary["best_model"])
+    write_json_atomic(Path(output or paths.confirmation), summary)
+    _log_outcome(summary)
+    return summary
+
+
+def _needs_run(candidate: FrozenTrial, seed: int, study_seed: int, has_confirmation_rows: bool) -> bool:
+    """The study's own run stands for its seed, unless it was not scored on the confirmation set (the
+    study ran before confirmation was switched on)."""
+    if seed != study_seed:
+        return True
+    return has_confirmation_rows and candidate.user_attrs.get("confirmation_value") is None
+
+
+def _drop_waiting(confirmations: optuna.Study) -> None:
+    """A run enqueued but never started (killed between the two): FAIL, so the next ``ask`` takes ours."""
+    storage = confirmations._storage
+    for trial in confirmations.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+        storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+
+
+def _recorded(
+    confirmations: optuna.Study, candidate: FrozenTrial, seed: int, fingerprint: str | None
+) -> FrozenTrial | None:
+    """The finished run of ``candidate`` with ``seed`` (COMPLETE, or FAIL because it diverged), if any.
+
+    A run counts only for the same parameters and study definition (fingerprint), so a study restarted
+    under another definition never inherits runs of a configuration that merely shares a trial number.
+    """
+    for trial in confirmations.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        attrs = trial.user_attrs
+        if trial.state == TrialState.FAIL and not attrs.get("diverged"):
+            continue
+        if (
+            attrs.get("source_trial") == candidate.number
+            and attrs.get("seed") == seed
+            and attrs.get("fingerprint") == fingerprint
+            and trial.params == candidate.params
+        ):
+            return trial
+    return None
+
+
+def _run_record(
+    candidate: FrozenTrial, seed: int, study_seed: int, confirmations: optuna.Study, fingerprint: str | None
+) -> dict[str, Any]:
+    """One (configuration, seed) run as the summary lists it."""
+    recorded = _recorded(confirmations, candidate, seed, fingerprint)
+    if recorded is None and seed == study_seed:
+        return {
+            "seed": seed,
+            "source": f"study trial {candidate.number}",
+            "selection_value": float(candidate.value),
+            "confirmation_value": candidate.user_attrs.get("confirmation_value"),
+            "diverged": False,
+        }
+    if recorded is None:
+        raise StudyError(f"confirmation run of trial {candidate.number} with seed {seed} is missing")
+    diverged = recorded.state == TrialState.FAIL
+    return {
+        "seed": seed,
+        "source": f"confirmation trial {recorded.number}",
+        "selection_value": None if diverged else float(recorded.value),
+        "confirmation_value": None if diverged else recorded.user_attrs.get("confirmation_value"),
+        "diverged": diverged,
+    }
+
+
+class _Runner:
+    """Trains confirmation runs: the base model, tokenizer and data are loaded once per stage."""
+
+    def __init__(
+        self,
+        settings: StudySettings,
+        tokenized_dir: Path,
+        data_summary: Mapping[str, Any],
+        paths: StudyPaths,
+        threads: int,
+        wandb_dir: Path | None,
+        fingerprint: str | None,
+    ) -> None:
+        torch.set_num_threads(max(1, threads))
+        self.settings = settings
+        self.paths = paths
+        self.wandb_dir = wandb_dir
+        self.fingerprint = fingerprint
+        self.data_summary = data_summary
+        self.setup = TrainingSetup.from_settings(settings, paths.scratch, score_confirmation=True)
+        # Seeded as in the study, so the new head starts where the study's trials started.
+        self.base_model = load_base_model(settings.task, settings.model_name_or_path, seed=settings.seed)
+        self.tokenizer = load_tokenizer(settings.model_name_or_path)
+        self.data = load_tokenized(tokenized_dir)
+
+    def run(self, confirmations: optuna.Study, candidate: FrozenTrial, seed: int) -> FrozenTrial:
+        """Train ``candidate``'s configuration with ``seed`` as a trial of the confirmation study."""
+        settings = self.settings
+        confirmations.enqueue_trial(
+            dict(candidate.params),
+            user_attrs={"source_trial": candidate.number, "seed": seed, "fingerprint": self.fingerprint},
+        )
+        trial = confirmations.ask()
+        params = suggest(trial, settings.search_space)  # the enqueued values, as the study's trial had them
+        metric = settings.task.metric
+        run = TrialRun(
+            project=settings.wandb.project,
+            entity=settings.wandb.entity,
+            mode=settings.wandb.mode,
+            group=settings.study_name,
+            name=f"confirm-trial-{candidate.number}-seed-{seed}",
+            job_type="confirmation",
+            config={
+                **trial.params,
+                "source_trial": candidate.number,
+                "seed": seed,
+                "task": settings.task.name,
+                "method": settings.method,
+                "model": settings.model_name_or_path,
+            },
+            directory=self.wandb_dir,
+        )
+        if run.run_id:
+            trial.set_user_attr("wandb_run_id", run.run_id)
+
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            run.log({f"eval/{key}": value for key, value in metrics.items()} | {"epoch": epoch})
+
+        try:
+            outcome = train_and_evaluate(
+                replace(self.setup, seed=seed), self.base_model, self.tokenizer, self.data, params, on_epoch
+            )
+        except NaNLossError as err:
+            # A real outcome of this seed: recorded as finished, so a rerun does not retry it forever.
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
+            trial.set_user_attr("diverged", True)
+            run.summary({"state": "FAIL", "error": repr(err)[:500]})
+            run.finish(exit_code=1)
+            confirmations.tell(trial, state=TrialState.FAIL)
+            return confirmations.trials[trial.number]
+        except BaseException as err:
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
+            run.summary({"state": "FAIL", "error": repr(err)[:500]})
+            run.finish(exit_code=1)
+            confirmations.tell(trial, state=TrialState.FAIL)
+            raise
+        confirmation_value = outcome.confirmation_value(metric)
+        for key, value in {
+            "metrics": outcome.metrics,
+            "confirmation_metrics": outcome.confirmation_metrics,
+            "confirmation_value": confirmation_value,
+            "train_seconds": round(outcome.train_seconds, 3),
+            "per_device_batch_size": outcome.per_device_batch_size,
+            "gradient_accumulation_steps": outcome.gradient_accumulation_steps,
+            "oom_retries": outcome.oom_retries,
+            "precision": outcome.precision,
+        }.items():
+            trial.set_user_attr(key, value)
+        confirmation = {f"confirmation/{k}": v for k, v in (outcome.confirmation_metrics or {}).items()}
+        run.summary({"objective": outcome.value, "state": "COMPLETE", **outcome.metrics, **confirmation})
+        run.finish()
+        confirmations.tell(trial, outcome.value)
+        return confirmations.trials[trial.number]
+
+    def keep_winner_model(self, trial: FrozenTrial) -> dict[str, Any]:
+        """Make ``best_model`` the winner's model, so rule score_best_model checks what the export claims.
+
+        The study kept the single best trial's model. When confirmation picked another configuration, its
+        study run is retrained with the study's seed (seeded training reproduces it) and saved instead.
+        """
+        logger.info(
+            "saving the confirmed winner's model: trial %d retrained with seed %d", trial.number, self.setup.seed
+        )
+        outcome = train_and_evaluate(
+            replace(self.setup, keep_model=True, score_confirmation=False),
+            self.base_model,
+            self.tokenizer,
+            self.data,
+            HyperParameters.from_params(dict(trial.params)),
+        )
+        info = trial_model_info(
+            best_model_card_info(self.settings, self.data_summary),
+            trial.number,
+            trial.params,
+            outcome,
+            self.setup.eval_batch_size,
+            self.fingerprint,
+        )
+        save_trial_model(outcome.model, self.tokenizer, self.paths.best_model, info)
+        point_best_model(self.paths.best_model, trial.number)
+        return {
+            "trial": trial.number,
+            "retrained": True,
+            "study_value": float(trial.value),
+            "retrained_value": float(outcome.value),
+        }
+
+
+def _stats(values: Sequence[float | None]) -> dict[str, Any]:
+    finished = [float(v) for v in values if v is not None]
+    return {
+        "values": [None if v is None else float(v) for v in values],
+        "mean": statistics.fmean(finished) if finished else None,
+        # Sample standard deviation over seeds (n - 1).
+        "sd": statistics.stdev(finished) if len(finished) > 1 else None,
+    }
+
+
+def paired_test(winner: Sequence[float | None], runner_up: Sequence[float | None]) -> dict[str, Any]:
+    """Whether the winner beats the runner-up beyond seed noise: a one-sided paired t-test over the seeds
+    both finished (seed i of one is paired with seed i of the other: same initialisation and data order)."""
+    from scipy import stats
+
+    pairs = [(a, b) for a, b in zip(winner, runner_up, strict=True) if a is not None and b is not None]
+    differences = [a - b for a, b in pairs]
+    result: dict[str, Any] = {
+        "test": PAIRED_TEST,
+        "n_pairs": len(pairs),
+        "mean_difference": statistics.fmean(differences) if differences else None,
+        "sd_difference": statistics.stdev(differences) if len(differences) > 1 else None,
+        "t_statistic": None,
+        "p_value": None,
+        "alpha": SIGNIFICANCE_LEVEL,
+        "separable": False,
+    }
+    if len(pairs) < 2:
+        result["note"] = "fewer than 2 paired seeds: no test"
+        return result
+    if not result["sd_difference"]:
+        result["note"] = "every seed differs by the same amount: the t-test is undefined"
+        return result
+    test = stats.ttest_rel([a for a, _ in pairs], [b for _, b in pairs], alternative="greater")
+    result["t_statistic"] = float(test.statistic)
+    result["p_value"] = float(test.pvalue)
+    result["separable"] = bool(math.isfinite(test.pvalue) and test.pvalue < SIGNIFICANCE_LEVEL)
+    return result
+
+
+def summarize(
+    study_name: str,
+    metric: str,
+    candidates: Sequence[FrozenTrial],
+    seeds: Sequence[int],
+    runs: Mapping[tuple[int, int], Mapping[str, Any]],
+    *,
+    ranked_on: str,
+    trainings: int,
+) -> dict[str, Any]:
+    """The stage's result: each candidate's runs and mean ± sd on both sets, the winner, and whether it
+    is separable from the runner-up.
+
+    The winner has the best mean on ``ranked_on`` (the confirmation set; the selection set only when the
+    task has no held-out rows); a candidate with a diverged seed ranks after every candidate without one.
+    """
+    rows = []
+    for rank, candidate in enumerate(candidates, start=1):
+        candidate_runs = [dict(runs[(candidate.number, seed)]) for seed in seeds]
+        rows.append(
+            {
+                "rank_in_study": rank,
+                "trial": candidate.number,
+                "params": {name: _plain(value) for name, value in candidate.params.items()},
+                "study_value": float(candidate.value),
+                "runs": candidate_runs,
+                "diverged_seeds": [run["seed"] for run in candidate_runs if run["diverged"]],
+                "selection": _stats([run["selection_value"] for run in candidate_runs]),
+                "confirmation": _stats([run["confirmation_value"] for run in candidate_runs]),
+            }
+        )
+
+    def order(row: Mapping[str, Any]) -> tuple:
+        ranked, selection = row[ranked_on]["mean"], row["selection"]["mean"]
+        return (
+            not row["diverged_seeds"],
+            -math.inf if ranked is None else ranked,
+            -math.inf if selection is None else selection,
+            -row["rank_in_study"],
+        )
+
+    ordered = sorted(rows, key=order, reverse=True)
+    winner = ordered[0]
+    runner_up = ordered[1] if len(ordered) > 1 else None
+    single_best = candidates[0].number
+    test = (
+        paired_test(
+            [run[f"{ranked_on}_value"] for run in winner["runs"]],
+            [run[f"{ranked_on}_value"] for run in runner_up["runs"]],
+        )
+        if runner_up is not None
+        else None
+    )
+    return {
+        "study_name": study_name,
+        "metric": metric,
+        "top_k": len(candidates),
+        "seeds": list(seeds),
+        "ranked_on": ranked_on,
+        "runs": len(candidates) * len(seeds),
+        "trainings": trainings,
+        "candidates": rows,
+        "winner_trial": winner["trial"],
+        "winner_params": winner["params"],
+        "single_best_trial": single_best,
+        "winner_changed": winner["trial"] != single_best,
+        "runner_up_trial": None if runner_up is None else runner_up["trial"],
+        "paired_test": test,
+        "separable_from_runner_up": None if test is None else test["separable"],
+    }
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def _log_outcome(summary: Mapping[str, Any]) -> None:
+    winner = next(row for row in summary["candidates"] if row["trial"] == summary["winner_trial"])
+    ranked = winner[summary["ranked_on"]]
+    test = summary["paired_test"]
+    logger.info(
+        "%s: confirmed winner trial %d, %s %.2f ± %s over %d seeds on the %s set%s%s",
+        summary["study_name"],
+        summary["winner_trial"],
+        summary["metric"],
+        ranked["mean"],
+        "-" if ranked["sd"] is None else f"{ranked['sd']:.2f}",
+        len(summary["seeds"]),
+        summary["ranked_on"],
+        f" (changed from trial {summary['single_best_trial']})" if summary["winner_changed"] else "",
+        ""
+        if test is None
+        else f"; vs runner-up trial {summary['runner_up_trial']}: p={test['p_value']}"
+        + (" (separable)" if test["separable"] else " (within seed noise)"),
+    )
