@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from finetune_hpo.best_model import best_complete_trial, promote_best_model, read_best_model_info, save_trial_model
+from finetune_hpo.best_model import (
+    best_complete_trial,
+    promote_best_model,
+    read_best_model_info,
+    save_trial_model,
+    select_saved_model,
+)
 from finetune_hpo.config import check_config, study_settings
 from finetune_hpo.demo import generate_task_data
 from finetune_hpo.models import load_base_model
@@ -103,6 +109,17 @@ def test_best_model_links_the_best_complete_trial_never_a_failed_one(tmp_path: P
     promote_best_model(directory, trials)
     assert read_best_model_info(directory)["trial"] == 4 and (directory / "config.json").is_file()
     assert not (tmp_path / "best_model.trial-0").exists()
+
+    # With a confirmation stage, the candidates' models are kept (the top 2 here) ...
+    trials[0] = trial(0, TrialState.COMPLETE, 50.0)
+    promote_best_model(directory, trials, keep_top=2)
+    assert read_best_model_info(directory)["trial"] == 4
+    assert sorted(p.name for p in tmp_path.glob("best_model.trial-*")) == ["best_model.trial-0", "best_model.trial-4"]
+    # ... and score_best_model points the link at the exported (confirmed) trial's, deleting nothing.
+    assert select_saved_model(directory, 0) == tmp_path / "best_model.trial-0"
+    assert read_best_model_info(directory)["trial"] == 0 and (tmp_path / "best_model.trial-4").is_dir()
+    with pytest.raises(FileNotFoundError, match="no saved model of trial 1"):
+        select_saved_model(directory, 1)
 
 
 def test_no_model_is_kept_when_turned_off(tmp_path: Path, tiny_model: Path) -> None:

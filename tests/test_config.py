@@ -138,3 +138,13 @@ def test_enqueued_configurations_are_checked_against_the_space(enqueued, message
     config["optuna"]["enqueue"] = [enqueued]
     with pytest.raises(ConfigError, match=message):
         check_config(config, check_data_files=False)
+
+
+def test_enqueued_values_are_typed_by_the_space_and_other_methods_entries_dropped() -> None:
+    config = real_config()
+    # YAML reads 2e-5 (no dot) as a string; lora_rank alone means nothing to full fine-tuning.
+    config["optuna"]["enqueue"] = [{"learning_rate": "2e-5", "num_train_epochs": 3.0}, {"lora_rank": 8}]
+    full = study_settings(check_config(config, check_data_files=False), "sst2", "full_finetune")
+    assert full.enqueue == ({"learning_rate": 2e-5, "num_train_epochs": 3},)
+    assert isinstance(full.enqueue[0]["num_train_epochs"], int)
+    assert study_settings(config, "sst2", "lora").enqueue[1] == {"lora_rank": 8}

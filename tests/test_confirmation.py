@@ -14,7 +14,7 @@ import yaml
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from finetune_hpo.best_model import read_best_model_info
+from finetune_hpo.best_model import read_best_model_info, trial_model_dir
 from finetune_hpo.config import ConfigError, check_config, study_settings
 from finetune_hpo.confirmation import (
     confirmation_study_name,
@@ -50,6 +50,7 @@ def test_candidates_are_the_best_distinct_configurations_ties_to_the_lower_numbe
 def test_paired_test_separates_a_consistent_gap_and_not_noise() -> None:
     clear = paired_test([80.0, 82.0, 81.0, 83.0], [70.0, 71.5, 71.0, 72.0])
     assert clear["separable"] and clear["p_value"] < 0.01 and clear["n_pairs"] == 4
+    assert "two-sided" in clear["test"]
     noisy = paired_test([80.0, 70.0, 75.0], [74.0, 76.0, 74.0])
     assert not noisy["separable"] and noisy["p_value"] > 0.05
     assert "paired t-test" in noisy["test"]
@@ -126,9 +127,17 @@ def test_confirmation_trains_each_missing_seed_once_and_the_export_names_the_win
         assert first["source"] == f"study trial {candidate['trial']}"
         assert first["confirmation_value"] == study.trials[candidate["trial"]].user_attrs["confirmation_value"]
         assert candidate["confirmation"]["mean"] is not None
-    # best_model holds the winner's model, whichever trial that is.
-    assert read_best_model_info(study_dir / "best_model")["trial"] == result["winner_trial"]
+    # The study kept every candidate's model, so the winner's is its own run: nothing is retrained.
+    for candidate in result["candidates"]:
+        assert (
+            read_best_model_info(trial_model_dir(study_dir / "best_model", candidate["trial"]))["trial"]
+            == (candidate["trial"])
+        )
+    assert result["best_model"] == {"trial": result["winner_trial"], "retrained": False}
     assert json.loads((study_dir / "confirmation.json").read_text()) == result
+    # Seeds differ in the task head's initialisation too, not only in data order.
+    runs = _load(study_dir, confirmation_study_name(STUDY)).trials
+    assert {run.user_attrs["seed"] for run in runs} == {43}
 
     # A rerun trains nothing and writes the same summary.
     again = run_confirmation(settings, tokenized, summary, study_dir)
@@ -145,6 +154,7 @@ def test_confirmation_trains_each_missing_seed_once_and_the_export_names_the_win
     )
     document = load_optimal(out)
     assert document["best_trial"] == result["winner_trial"]
+    assert document["best_value"] == study.trials[result["winner_trial"]].value
     assert document["best_hyperparameters"] == result["winner_params"]
     assert document["confirmation"]["winner_changed"] == (result["winner_trial"] != result["single_best_trial"])
     assert len(document["confirmation"]["candidates"]) == 2
@@ -200,3 +210,19 @@ def test_turning_confirmation_on_after_the_study_retrains_the_first_seed_too(tmp
     assert first["source"].startswith("confirmation trial") and first["confirmation_value"] is not None
     # Seeded training reproduces the study's own run of that seed.
     assert first["selection_value"] == pytest.approx(result["candidates"][0]["study_value"], abs=1e-6)
+
+
+def test_scores_of_other_confirmation_rows_are_not_reused(tmp_path: Path, tiny_model: Path) -> None:
+    config = _confirmed_config(tmp_path, tiny_model, n_trials=2, top_k=1, seeds=2)
+    summary = prepare_task(tmp_path, config, "sst2")
+    settings = study_settings(config, "sst2", "lora")
+    study_dir = tmp_path / "results/studies" / STUDY
+    tokenized = tmp_path / "results/tokenized/sst2"
+    run_study(settings, tokenized, summary, study_dir)
+    assert run_confirmation(settings, tokenized, summary, study_dir)["trainings"] == 1
+    # Other held-out rows (e.g. a new confirmation_max_rows): both seeds are scored again.
+    moved = json.loads(json.dumps(summary))
+    moved["splits"]["confirmation"]["sha256"] = "0" * 64
+    result = run_confirmation(settings, tokenized, moved, study_dir)
+    assert [run["source"].split()[0] for run in result["candidates"][0]["runs"]] == ["confirmation"] * 2
+    assert len(_load(study_dir, confirmation_study_name(STUDY)).trials) == 3

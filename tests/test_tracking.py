@@ -33,6 +33,9 @@ def test_every_trial_gets_its_own_offline_run(tmp_path: Path, tiny_model: Path, 
     assert set(run_ids) < {path.name.rsplit("-", 1)[-1] for path in run_dirs}
     table = (tmp_path / "results/studies/sst2_full_finetune/trials.csv").read_text()
     assert all(run_id in table for run_id in run_ids)
+    # The pip environment is frozen once per study, into the summary run, not into every trial's run.
+    with_requirements = [path for path in run_dirs if (path / "files" / "requirements.txt").is_file()]
+    assert len(with_requirements) == 1 and with_requirements[0].name.rsplit("-", 1)[-1] not in run_ids
 
 
 def test_wandb_failure_leaves_the_trial_alone(monkeypatch: pytest.MonkeyPatch, caplog) -> None:

@@ -57,6 +57,18 @@ def beats(value: float, number: int, best: FrozenTrial | None) -> bool:
     return value > float(best.value) or (value == float(best.value) and number < best.number)
 
 
+def top_complete_trials(trials: Iterable[FrozenTrial], k: int) -> list[FrozenTrial]:
+    """The ``k`` best COMPLETE trials, in the order of :func:`best_complete_trial`."""
+    complete = [trial for trial in trials if trial.state == TrialState.COMPLETE and trial.value is not None]
+    return sorted(complete, key=lambda trial: (-float(trial.value), trial.number))[:k]
+
+
+def ranks_in_top(value: float, number: int, trials: Iterable[FrozenTrial], k: int) -> bool:
+    """Whether a trial (``value``, ``number``) would be among the ``k`` best COMPLETE trials."""
+    ahead = [trial for trial in top_complete_trials(trials, k) if not beats(value, number, trial)]
+    return len(ahead) < k
+
+
 def trial_model_dir(directory: Path, trial_number: int) -> Path:
     """Where trial ``trial_number``'s model is written, beside the ``best_model`` link."""
     return directory.with_name(f"{directory.name}.trial-{trial_number}")
@@ -106,9 +118,10 @@ def save_trial_model(model: Any, tokenizer: Any, directory: Path, info: Mapping[
     return target
 
 
-def promote_best_model(directory: Path, trials: Sequence[FrozenTrial]) -> Path | None:
+def promote_best_model(directory: Path, trials: Sequence[FrozenTrial], keep_top: int = 1) -> Path | None:
     """Point ``best_model`` at the best COMPLETE trial's saved model; drop the models of finished trials
-    that are not the best (a RUNNING trial's, another worker's, is kept).
+    outside the ``keep_top`` best (a RUNNING trial's, another worker's, is kept). A confirmation stage keeps
+    its candidates' models this way, so its winner's model is the study's own run.
 
     The link is replaced atomically, so a reader sees the old model or the new one, never neither. A
     trial whose model was saved but that then failed (killed during its last steps) is never promoted.
@@ -117,19 +130,19 @@ def promote_best_model(directory: Path, trials: Sequence[FrozenTrial]) -> Path |
         The folder ``best_model`` now points to, or ``None`` when no COMPLETE trial has a saved model.
     """
     best = best_complete_trial(trials)
-    running = {trial.number for trial in trials if trial.state == TrialState.RUNNING}
-    return point_best_model(directory, None if best is None else best.number, keep=running)
+    keep = {trial.number for trial in trials if trial.state == TrialState.RUNNING}
+    keep |= {trial.number for trial in top_complete_trials(trials, keep_top)}
+    return point_best_model(directory, None if best is None else best.number, keep=keep)
 
 
-def point_best_model(directory: Path, trial_number: int | None, keep: Iterable[int] = ()) -> Path | None:
+def point_best_model(directory: Path, trial_number: int | None, keep: Iterable[int] | None = ()) -> Path | None:
     """Point ``best_model`` at trial ``trial_number``'s saved model (when there is one) and drop the saved
-    models of every other trial except those in ``keep``.
+    models of every other trial except those in ``keep`` (``None``: drop none).
 
-    Used by :func:`promote_best_model` and by the confirmation stage, whose winner may not be the single
-    best trial.
+    Used by :func:`promote_best_model`, and with ``keep=None`` by rule score_best_model, which points the
+    link at the model of the trial the export names (the confirmed winner, when confirmation ran).
     """
     directory = Path(directory)
-    keep = set(keep)
     with _locked(directory):
         target = trial_model_dir(directory, trial_number) if trial_number is not None else None
         if target is not None and (target / INFO_FILE).is_file():
@@ -145,8 +158,23 @@ def point_best_model(directory: Path, trial_number: int | None, keep: Iterable[i
             target = None
         for folder in directory.parent.glob(f"{directory.name}.trial-*"):
             number = int(folder.name.rsplit("-", 1)[1])
-            if folder != (target or Path()) and number not in keep:
+            if keep is not None and folder != (target or Path()) and number not in set(keep):
                 shutil.rmtree(folder, ignore_errors=True)
+    return target
+
+
+def select_saved_model(directory: Path, trial_number: int) -> Path:
+    """Point ``best_model`` at trial ``trial_number``'s saved model, deleting nothing, and return its folder.
+
+    Raises:
+        FileNotFoundError: no saved model of that trial (the study or its confirmation stage must run).
+    """
+    target = point_best_model(directory, trial_number, keep=None)
+    if target is None:
+        raise FileNotFoundError(
+            f"no saved model of trial {trial_number} beside {directory}; rerun rule run_study (and "
+            "confirm_top_trials when confirmation is on), which keep it"
+        )
     return target
 
 

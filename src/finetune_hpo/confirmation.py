@@ -28,7 +28,7 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from finetune_hpo.best_model import point_best_model, read_best_model_info, save_trial_model
+from finetune_hpo.best_model import point_best_model, read_best_model_info, save_trial_model, trial_model_dir
 from finetune_hpo.io import write_json_atomic
 from finetune_hpo.models import load_base_model
 from finetune_hpo.objective import best_model_card_info, trial_model_info
@@ -36,16 +36,18 @@ from finetune_hpo.preprocess import load_tokenized, load_tokenizer
 from finetune_hpo.search_space import HyperParameters, suggest
 from finetune_hpo.settings import StudySettings
 from finetune_hpo.storage import StudyError, StudyPaths, open_storage
-from finetune_hpo.study import fail_interrupted_trials, sigterm_as_interrupt
+from finetune_hpo.study import confirmation_rows_sha256, fail_interrupted_trials, sigterm_as_interrupt
 from finetune_hpo.tracking import TrialRun
 from finetune_hpo.trainer import NaNLossError, stop_requested
 from finetune_hpo.training import TrainingSetup, train_and_evaluate
 
 logger = logging.getLogger(__name__)
 
-# A one-sided test at this level decides "separable from the runner-up".
+# A test at this level decides "separable from the runner-up" (descriptive: it conditions on the fixed
+# confirmation rows and, at 3 seeds, has 2 degrees of freedom).
 SIGNIFICANCE_LEVEL = 0.05
-PAIRED_TEST = "one-sided paired t-test over seeds (scipy.stats.ttest_rel, alternative='greater')"
+# Two-sided: the winner and the direction were chosen by looking at these same means.
+PAIRED_TEST = "two-sided paired t-test over seeds (scipy.stats.ttest_rel)"
 
 
 def confirmation_study_name(study_name: str) -> str:
@@ -55,7 +57,8 @@ def confirmation_study_name(study_name: str) -> str:
 
 def confirmation_seeds(seed: int, n_seeds: int) -> list[int]:
     """The seeds of every candidate, the study's own seed first; the same for every candidate, so the
-    comparison between two candidates is paired by seed (initialisation and data order)."""
+    comparison between two candidates is paired by seed (the task head's initialisation and the shuffling
+    seed; adapters and batches also depend on a candidate's rank and batch size)."""
     return [seed + offset for offset in range(n_seeds)]
 
 
@@ -130,13 +133,15 @@ def run_confirmation(
         sampler=optuna.samplers.RandomSampler(seed=settings.seed),
         load_if_exists=True,
     )
-    if isinstance(storage, optuna.storages.RDBStorage):
-        optuna.storages.fail_stale_trials(confirmations)
-    else:
-        fail_interrupted_trials(confirmations)
+    # One job confirms a study, so a RUNNING run is a killed one, whatever the storage (on an RDB, runs
+    # started with ask() have no heartbeat for fail_stale_trials to judge).
+    fail_interrupted_trials(confirmations)
     _drop_waiting(confirmations)
 
+    # A recorded score counts only for the same study definition and the same confirmation rows.
     fingerprint = study.user_attrs.get("fingerprint")
+    rows_sha256 = confirmation_rows_sha256(data_summary)
+    same = (fingerprint, rows_sha256)
     candidates = top_candidates(complete, selection.confirm_top_k)
     if len(candidates) < selection.confirm_top_k:
         logger.warning(
@@ -147,14 +152,17 @@ def run_confirmation(
         )
     seeds = confirmation_seeds(settings.seed, selection.confirm_seeds)
     has_confirmation_rows = int(data_summary["splits"].get("confirmation", {}).get("size", 0)) > 0
+    # Seed by seed, so each seed's base model (its head initialised from that seed) is loaded once.
     missing = [
         (candidate, seed)
-        for candidate in candidates
         for seed in seeds
-        if _needs_run(candidate, seed, seeds[0], has_confirmation_rows)
-        and _recorded(confirmations, candidate, seed, fingerprint) is None
+        for candidate in candidates
+        if _needs_run(candidate, seed, seeds[0], has_confirmation_rows, rows_sha256)
+        and _recorded(confirmations, candidate, seed, same) is None
     ]
-    planned = sum(1 for c in candidates for s in seeds if _needs_run(c, s, seeds[0], has_confirmation_rows))
+    planned = sum(
+        1 for c in candidates for s in seeds if _needs_run(c, s, seeds[0], has_confirmation_rows, rows_sha256)
+    )
     logger.info(
         "study %s: confirming %d configuration(s) x %d seed(s) %s; %d of %d run(s) to train",
         settings.study_name,
@@ -169,7 +177,7 @@ def run_confirmation(
     def get_runner() -> _Runner:
         nonlocal runner
         if runner is None:  # loaded only when something trains
-            runner = _Runner(settings, tokenized_dir, data_summary, paths, threads, wandb_dir, fingerprint)
+            runner = _Runner(settings, tokenized_dir, data_summary, paths, threads, wandb_dir, same)
         return runner
 
     if missing:
@@ -186,7 +194,7 @@ def run_confirmation(
                 if stop_requested.is_set():
                     raise KeyboardInterrupt("stop requested (SIGTERM)")
     runs = {
-        (candidate.number, seed): _run_record(candidate, seed, seeds[0], confirmations, fingerprint)
+        (candidate.number, seed): _run_record(candidate, seed, seeds[0], confirmations, same)
         for candidate in candidates
         for seed in seeds
     }
@@ -201,12 +209,15 @@ def run_confirmation(
     )
     if selection.save_best_model:
         winner = summary["winner_trial"]
-        current = read_best_model_info(paths.best_model)
+        saved = read_best_model_info(trial_model_dir(paths.best_model, winner))
         stored = confirmations.user_attrs.get("winner_model", {})
-        if current is not None and current.get("trial") == winner:
-            # Kept by the study, or retrained by an earlier run of this stage (then its record says so).
+        if saved is not None and saved.get("fingerprint") == fingerprint:
+            # The study kept every candidate's model (or an earlier run of this stage retrained it, and
+            # its record says so); rule score_best_model points best_model at it and checks it.
             summary["best_model"] = stored if stored.get("trial") == winner else {"trial": winner, "retrained": False}
         else:
+            # Only when the study did not keep it: a candidate that shares its configuration with a better
+            # trial, or a study run before confirmation was switched on.
             with sigterm_as_interrupt():
                 summary["best_model"] = get_runner().keep_winner_model(study.trials[winner])
             confirmations.set_user_attr("winner_model", summary["best_model"])
@@ -215,12 +226,16 @@ def run_confirmation(
     return summary
 
 
-def _needs_run(candidate: FrozenTrial, seed: int, study_seed: int, has_confirmation_rows: bool) -> bool:
-    """The study's own run stands for its seed, unless it was not scored on the confirmation set (the
-    study ran before confirmation was switched on)."""
+def _needs_run(
+    candidate: FrozenTrial, seed: int, study_seed: int, has_confirmation_rows: bool, rows_sha256: str | None
+) -> bool:
+    """The study's own run stands for its seed, unless it was not scored on these confirmation rows (the
+    study ran before confirmation was switched on, or the rows changed since)."""
     if seed != study_seed:
         return True
-    return has_confirmation_rows and candidate.user_attrs.get("confirmation_value") is None
+    attrs = candidate.user_attrs
+    scored = attrs.get("confirmation_value") is not None and attrs.get("confirmation_sha256") == rows_sha256
+    return has_confirmation_rows and not scored
 
 
 def _drop_waiting(confirmations: optuna.Study) -> None:
@@ -232,13 +247,15 @@ def _drop_waiting(confirmations: optuna.Study) -> None:
 
 
 def _recorded(
-    confirmations: optuna.Study, candidate: FrozenTrial, seed: int, fingerprint: str | None
+    confirmations: optuna.Study, candidate: FrozenTrial, seed: int, same: tuple[str | None, str | None]
 ) -> FrozenTrial | None:
     """The finished run of ``candidate`` with ``seed`` (COMPLETE, or FAIL because it diverged), if any.
 
-    A run counts only for the same parameters and study definition (fingerprint), so a study restarted
-    under another definition never inherits runs of a configuration that merely shares a trial number.
+    A run counts only for the same parameters, study definition and confirmation rows (``same``: the
+    fingerprint and the rows' hash), so a study restarted under another definition never inherits runs of
+    a configuration that merely shares a trial number, and no score of other rows is reused.
     """
+    fingerprint, rows_sha256 = same
     for trial in confirmations.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
         attrs = trial.user_attrs
         if trial.state == TrialState.FAIL and not attrs.get("diverged"):
@@ -247,6 +264,7 @@ def _recorded(
             attrs.get("source_trial") == candidate.number
             and attrs.get("seed") == seed
             and attrs.get("fingerprint") == fingerprint
+            and attrs.get("confirmation_sha256") == rows_sha256
             and trial.params == candidate.params
         ):
             return trial
@@ -254,10 +272,14 @@ def _recorded(
 
 
 def _run_record(
-    candidate: FrozenTrial, seed: int, study_seed: int, confirmations: optuna.Study, fingerprint: str | None
+    candidate: FrozenTrial,
+    seed: int,
+    study_seed: int,
+    confirmations: optuna.Study,
+    same: tuple[str | None, str | None],
 ) -> dict[str, Any]:
     """One (configuration, seed) run as the summary lists it."""
-    recorded = _recorded(confirmations, candidate, seed, fingerprint)
+    recorded = _recorded(confirmations, candidate, seed, same)
     if recorded is None and seed == study_seed:
         return {
             "seed": seed,
@@ -279,7 +301,8 @@ def _run_record(
 
 
 class _Runner:
-    """Trains confirmation runs: the base model, tokenizer and data are loaded once per stage."""
+    """Trains confirmation runs: the tokenizer and data are loaded once per stage, the base model once per
+    seed (a seed initialises the task head too, as the study's seed did for its trials)."""
 
     def __init__(
         self,
@@ -289,29 +312,47 @@ class _Runner:
         paths: StudyPaths,
         threads: int,
         wandb_dir: Path | None,
-        fingerprint: str | None,
+        same: tuple[str | None, str | None],
     ) -> None:
         torch.set_num_threads(max(1, threads))
         self.settings = settings
         self.paths = paths
         self.wandb_dir = wandb_dir
-        self.fingerprint = fingerprint
+        self.fingerprint, self.rows_sha256 = same
         self.data_summary = data_summary
         self.setup = TrainingSetup.from_settings(settings, paths.scratch, score_confirmation=True)
-        # Seeded as in the study, so the new head starts where the study's trials started.
-        self.base_model = load_base_model(settings.task, settings.model_name_or_path, seed=settings.seed)
         self.tokenizer = load_tokenizer(settings.model_name_or_path)
         self.data = load_tokenized(tokenized_dir)
+        self._base: tuple[int, torch.nn.Module] | None = None
+
+    def base_model(self, seed: int) -> torch.nn.Module:
+        """The pretrained model with its task head initialised from ``seed`` (one seed's kept at a time)."""
+        if self._base is None or self._base[0] != seed:
+            self._base = None  # free the previous seed's copy first
+            self._base = (seed, load_base_model(self.settings.task, self.settings.model_name_or_path, seed=seed))
+        return self._base[1]
 
     def run(self, confirmations: optuna.Study, candidate: FrozenTrial, seed: int) -> FrozenTrial:
         """Train ``candidate``'s configuration with ``seed`` as a trial of the confirmation study."""
         settings = self.settings
         confirmations.enqueue_trial(
             dict(candidate.params),
-            user_attrs={"source_trial": candidate.number, "seed": seed, "fingerprint": self.fingerprint},
+            user_attrs={
+                "source_trial": candidate.number,
+                "seed": seed,
+                "fingerprint": self.fingerprint,
+                "confirmation_sha256": self.rows_sha256,
+            },
         )
         trial = confirmations.ask()
         params = suggest(trial, settings.search_space)  # the enqueued values, as the study's trial had them
+        if trial.params != candidate.params:
+            # A parameter the candidate lacks would be drawn at random: that is another configuration.
+            confirmations.tell(trial, state=TrialState.FAIL)
+            raise StudyError(
+                f"trial {candidate.number}'s parameters {candidate.params} do not cover the search space "
+                f"{sorted(settings.search_space)}; it cannot be retrained as it ran"
+            )
         metric = settings.task.metric
         run = TrialRun(
             project=settings.wandb.project,
@@ -338,7 +379,7 @@ class _Runner:
 
         try:
             outcome = train_and_evaluate(
-                replace(self.setup, seed=seed), self.base_model, self.tokenizer, self.data, params, on_epoch
+                replace(self.setup, seed=seed), self.base_model(seed), self.tokenizer, self.data, params, on_epoch
             )
         except NaNLossError as err:
             # A real outcome of this seed: recorded as finished, so a rerun does not retry it forever.
@@ -373,17 +414,15 @@ class _Runner:
         return confirmations.trials[trial.number]
 
     def keep_winner_model(self, trial: FrozenTrial) -> dict[str, Any]:
-        """Make ``best_model`` the winner's model, so rule score_best_model checks what the export claims.
-
-        The study kept the single best trial's model. When confirmation picked another configuration, its
-        study run is retrained with the study's seed (seeded training reproduces it) and saved instead.
-        """
+        """Save the winner's model when the study did not keep it: its study run retrained with the study's
+        seed. Seeded training reproduces it on a CPU; on a GPU only within noise, so the export checks the
+        reloaded model against this retrained value and records both."""
         logger.info(
             "saving the confirmed winner's model: trial %d retrained with seed %d", trial.number, self.setup.seed
         )
         outcome = train_and_evaluate(
             replace(self.setup, keep_model=True, score_confirmation=False),
-            self.base_model,
+            self.base_model(self.setup.seed),
             self.tokenizer,
             self.data,
             HyperParameters.from_params(dict(trial.params)),
@@ -397,7 +436,7 @@ class _Runner:
             self.fingerprint,
         )
         save_trial_model(outcome.model, self.tokenizer, self.paths.best_model, info)
-        point_best_model(self.paths.best_model, trial.number)
+        point_best_model(self.paths.best_model, trial.number, keep=None)
         return {
             "trial": trial.number,
             "retrained": True,
@@ -417,8 +456,9 @@ def _stats(values: Sequence[float | None]) -> dict[str, Any]:
 
 
 def paired_test(winner: Sequence[float | None], runner_up: Sequence[float | None]) -> dict[str, Any]:
-    """Whether the winner beats the runner-up beyond seed noise: a one-sided paired t-test over the seeds
-    both finished (seed i of one is paired with seed i of the other: same initialisation and data order)."""
+    """Whether the winner beats the runner-up beyond seed noise: a two-sided paired t-test over the seeds
+    both finished (seed i of one is paired with seed i of the other: the same head initialisation and
+    shuffling seed)."""
     from scipy import stats
 
     pairs = [(a, b) for a, b in zip(winner, runner_up, strict=True) if a is not None and b is not None]
@@ -439,10 +479,12 @@ def paired_test(winner: Sequence[float | None], runner_up: Sequence[float | None
     if not result["sd_difference"]:
         result["note"] = "every seed differs by the same amount: the t-test is undefined"
         return result
-    test = stats.ttest_rel([a for a, _ in pairs], [b for _, b in pairs], alternative="greater")
+    test = stats.ttest_rel([a for a, _ in pairs], [b for _, b in pairs])
     result["t_statistic"] = float(test.statistic)
     result["p_value"] = float(test.pvalue)
-    result["separable"] = bool(math.isfinite(test.pvalue) and test.pvalue < SIGNIFICANCE_LEVEL)
+    result["separable"] = bool(
+        math.isfinite(test.pvalue) and test.pvalue < SIGNIFICANCE_LEVEL and result["mean_difference"] > 0
+    )
     return result
 
 
@@ -527,11 +569,11 @@ def _log_outcome(summary: Mapping[str, Any]) -> None:
     ranked = winner[summary["ranked_on"]]
     test = summary["paired_test"]
     logger.info(
-        "%s: confirmed winner trial %d, %s %.2f ± %s over %d seeds on the %s set%s%s",
+        "%s: confirmed winner trial %d, %s %s ± %s over %d seeds on the %s set%s%s",
         summary["study_name"],
         summary["winner_trial"],
         summary["metric"],
-        ranked["mean"],
+        "-" if ranked["mean"] is None else f"{ranked['mean']:.2f}",
         "-" if ranked["sd"] is None else f"{ranked['sd']:.2f}",
         len(summary["seeds"]),
         summary["ranked_on"],

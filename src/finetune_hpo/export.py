@@ -77,10 +77,7 @@ def best_config(
             f"study {settings.study_name} has {len(complete)} COMPLETE trial(s), fewer than optuna.n_trials="
             f"{settings.n_trials}; run the study to the end before exporting"
         )
-    best = best_complete_trial(complete)
-    assert best is not None  # n_trials >= 1 COMPLETE trials
-    if confirmation is not None:
-        best = _confirmed_winner(study, confirmation)
+    best = exported_trial(study, confirmation)
     attrs = best.user_attrs
     definition = study.user_attrs.get("definition", {})
     splits = data_summary["splits"]
@@ -112,7 +109,12 @@ def best_config(
         "best_trial_metrics": {k: float(v) for k, v in sorted(attrs.get("metrics", {}).items())},
         "best_trial_training": {k: attrs[k] for k in training_keys if k in attrs},
         **_selection_and_confirmation(
-            best, splits, best_model_scores, settings.task.metric, study.user_attrs.get("fingerprint")
+            best,
+            splits,
+            best_model_scores,
+            settings.task.metric,
+            study.user_attrs.get("fingerprint"),
+            (confirmation or {}).get("best_model", {}),
         ),
         "n_trials": len(complete),
         "n_failed_trials": len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))),
@@ -157,8 +159,14 @@ def best_config(
     return document
 
 
-def _confirmed_winner(study: optuna.Study, confirmation: Mapping[str, Any]) -> optuna.trial.FrozenTrial:
-    """The study trial the confirmation stage named the winner (its parameters must match)."""
+def exported_trial(study: optuna.Study, confirmation: Mapping[str, Any] | None = None) -> optuna.trial.FrozenTrial:
+    """The trial a study exports: the confirmed winner when a confirmation stage ran, else the best
+    COMPLETE trial (rule score_best_model scores its model)."""
+    if confirmation is None:
+        best = best_complete_trial(study.get_trials(deepcopy=False))
+        if best is None:
+            raise ExportError(f"study {study.study_name} has no COMPLETE trial")
+        return best
     number = int(confirmation["winner_trial"])
     trials = study.get_trials(deepcopy=False)
     if number >= len(trials) or trials[number].state != TrialState.COMPLETE:
@@ -184,9 +192,14 @@ def _selection_and_confirmation(
     scores: Mapping[str, Any] | None,
     metric: str,
     fingerprint: str | None,
+    winner_model: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The selection value (the study's best, optimistic), its independent reproduction and the
-    confirmation value on held-out rows, each with its size and standard error."""
+    confirmation value on held-out rows, each with its size and standard error.
+
+    ``winner_model`` is the confirmation stage's record of the winner's model: when it had to retrain the
+    study run, the reloaded model must reproduce that retrained value (the study's value is recorded
+    beside it; on a GPU the two differ within training noise)."""
     selection_size = int(splits["validation"]["size"])
     fields: dict[str, Any] = {
         "selection_value": float(best.value),
@@ -215,13 +228,15 @@ def _selection_and_confirmation(
             f"{None if selection is None else selection.get('trial')} with parameters {scores.get('params')}, "
             f"not of the exported trial {best.number} of this study ({best.params}); rerun rule score_best_model"
         )
-    difference = float(selection["value"]) - float(best.value)
+    retrained = bool(winner_model.get("retrained")) and winner_model.get("trial") == best.number
+    reference = float(winner_model["retrained_value"]) if retrained else float(best.value)
+    difference = float(selection["value"]) - reference
     reproduced = abs(difference) <= REPRODUCTION_TOLERANCE
     if not reproduced:
         logger.warning(
-            "the saved best model scores %.4f on the selection set, the study recorded %.4f (difference %.4f)",
+            "the saved model scores %.4f on the selection set, its training recorded %.4f (difference %.4f)",
             selection["value"],
-            best.value,
+            reference,
             difference,
         )
     fields["selection_standard_error"] = selection["standard_error"]
@@ -237,6 +252,8 @@ def _selection_and_confirmation(
         "difference": round(difference, 6),
         "reproduced": reproduced,
         "tolerance": REPRODUCTION_TOLERANCE,
+        # Set when the model is a retraining of the trial (confirmation's winner that the study did not keep).
+        "retrained_value": reference if retrained else None,
     }
     return fields
 

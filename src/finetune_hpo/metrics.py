@@ -12,7 +12,6 @@ import string
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCTUATION = set(string.punctuation)
@@ -25,6 +24,9 @@ def classification_metrics(predictions: np.ndarray, labels: np.ndarray) -> dict[
         predictions: Predicted label ids.
         labels: Gold label ids.
     """
+    # Imported here: scikit-learn takes ~1 s to import, and every workflow job imports this module.
+    from sklearn.metrics import accuracy_score, f1_score
+
     return {
         "accuracy": 100.0 * float(accuracy_score(labels, predictions)),
         "f1": 100.0 * float(f1_score(labels, predictions, pos_label=1, average="binary", zero_division=0)),

@@ -16,7 +16,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from finetune_hpo.best_model import beats, best_complete_trial, save_trial_model
+from finetune_hpo.best_model import ranks_in_top, save_trial_model
 from finetune_hpo.config import looks_like_local_path
 from finetune_hpo.io import write_jsonl_atomic
 from finetune_hpo.models import library_versions
@@ -44,6 +44,7 @@ class Objective:
         sampler_seed: The seed this process gave the sampler (recorded on each trial).
         best_model_info: What the saved best model's card records besides the trial (data hashes, the
             settings it was trained with); ``None`` keeps no model.
+        confirmation_sha256: Hash of the confirmation rows a trial is scored on (confirmation on).
     """
 
     def __init__(
@@ -57,6 +58,7 @@ class Objective:
         wandb_dir: Path | None,
         sampler_seed: int | None = None,
         best_model_info: Mapping[str, Any] | None = None,
+        confirmation_sha256: str | None = None,
     ) -> None:
         self.settings = settings
         self.setup = setup
@@ -67,6 +69,7 @@ class Objective:
         self.wandb_dir = wandb_dir
         self.sampler_seed = sampler_seed
         self.best_model_info = best_model_info
+        self.confirmation_sha256 = confirmation_sha256
         self.versions = library_versions()
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -74,7 +77,10 @@ class Objective:
         # Recorded before suggesting, the way TPE itself decides: fewer COMPLETE/PRUNED trials than
         # n_startup_trials means a random draw (FAIL trials do not count, so numbers alone mislead).
         seen = len(trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-        trial.set_user_attr("startup_trial", seen < self.settings.sampler.n_startup_trials)
+        # An enqueued (warm start) trial is neither a random draw nor TPE's pick; it still counts among the
+        # trials TPE needs before it models (Optuna counts every finished trial).
+        enqueued = bool(trial.user_attrs.get("enqueued"))
+        trial.set_user_attr("startup_trial", seen < self.settings.sampler.n_startup_trials and not enqueued)
         if self.sampler_seed is not None:
             trial.set_user_attr("sampler_seed", self.sampler_seed)
         params = suggest(trial, self.settings.search_space)
@@ -139,10 +145,18 @@ class Objective:
             # sampler never sees it.
             trial.set_user_attr("confirmation_metrics", outcome.confirmation_metrics)
             trial.set_user_attr("confirmation_value", outcome.confirmation_value(metric))
-        best = best_complete_trial(trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        if outcome.model is not None and self.best_model_info is not None and beats(outcome.value, trial.number, best):
+            # Which rows: a score on other confirmation rows is not reused as a candidate's first seed.
+            trial.set_user_attr("confirmation_sha256", self.confirmation_sha256)
+        complete = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        keep = self.settings.selection.models_kept
+        if (
+            outcome.model is not None
+            and self.best_model_info is not None
+            and ranks_in_top(outcome.value, trial.number, complete, keep)
+        ):
             # Written now, while the model is in memory; promoted to best_model only once Optuna has
-            # stored the trial as COMPLETE (promote_best_model, after each trial).
+            # stored the trial as COMPLETE (promote_best_model, after each trial). With confirmation on,
+            # the top confirm_top_k trials' models are kept: the confirmed winner's is the study's run.
             save_trial_model(
                 outcome.model,
                 self.tokenizer,

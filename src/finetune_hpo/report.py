@@ -138,13 +138,14 @@ def render_markdown(reviews: Sequence[StudyReview]) -> str:
         "trials beats the best of m random ones if TPE were pure random search, k/(k+m): a PASS is only as "
         "telling as P(random) is small.\n\n"
         + "\n".join(lines)
-        + "\n\nThe selection value is the maximum over trials on the set that chose it, and so optimistic; the "
-        "confirmation value, the best model re-scored on held-out validation rows not used for selection, is the "
-        "unbiased estimate. Where a confirmation stage ran, the top configurations were retrained with several "
-        "seeds and the winner is the best mean on the held-out rows (mean ± sample sd over seeds): it was chosen "
-        "among a few candidates on those rows, so its confirmation value is mildly optimistic too. 'separable' is "
-        "a one-sided paired t-test over seeds against the runner-up at p < 0.05.\n"
-        + ("\nStart-up labels:\n\n" + "\n".join(notes) + "\n" if notes else "")
+        + "\n\nThe selection value is the maximum over trials on the set that chose it, and so optimistic. The "
+        "confirmation value is the exported model re-scored on held-out validation rows: unbiased when the "
+        "single best trial is exported. Where a confirmation stage ran, the top configurations were retrained "
+        "with several seeds and the winner is the best mean on those held-out rows (mean ± sample sd over "
+        "seeds); as the best of a few candidates on them, its confirmation value is optimistic too (about 0.85 "
+        "standard errors of a candidate's mean at 3 candidates). 'separable' is a two-sided paired t-test over "
+        "seeds against the runner-up at p < 0.05; it is descriptive (the rows are fixed, and 3 seeds give 2 "
+        "degrees of freedom).\n" + ("\nStart-up labels:\n\n" + "\n".join(notes) + "\n" if notes else "")
     )
 
 

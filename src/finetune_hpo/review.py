@@ -142,7 +142,8 @@ def chance_best_guided_wins(n_guided: int, n_random: int) -> float | None:
 def split_startup_trials(
     trials: Sequence[FrozenTrial], n_startup_trials: int
 ) -> tuple[list[FrozenTrial], list[FrozenTrial], int]:
-    """Split ``trials`` into TPE's random start-up trials and the trials it chose.
+    """Split ``trials`` into TPE's random start-up trials and the trials it chose (enqueued warm-start
+    trials are in neither).
 
     The ``startup_trial`` user attribute, recorded at suggestion time, decides. Trials stored before it existed
     fall back to counting (trial number < ``n_startup_trials``), which is off when a FAIL trial sits among
@@ -153,6 +154,8 @@ def split_startup_trials(
     """
     startup, guided, n_counted = [], [], 0
     for trial in trials:
+        if trial.user_attrs.get("enqueued"):
+            continue  # a warm-start configuration: neither random nor TPE's choice
         recorded = trial.user_attrs.get("startup_trial")
         if recorded is None:
             n_counted += 1
@@ -267,7 +270,7 @@ def _review_confirmation(review: StudyReview, confirmation: Mapping[str, Any] | 
     review.confirmed_trial = confirmation["winner_trial"]
     review.confirmed_mean = _optional_float(ranked["mean"])
     review.confirmed_sd = _optional_float(ranked["sd"])
-    review.confirmed_seeds = len(confirmation["seeds"])
+    review.confirmed_seeds = sum(value is not None for value in ranked["values"])  # seeds that finished
     review.winner_changed = bool(confirmation["winner_changed"])
     review.separable_from_runner_up = confirmation.get("separable_from_runner_up")
     test = confirmation.get("paired_test") or {}

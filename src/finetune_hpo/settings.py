@@ -136,6 +136,11 @@ class SelectionSettings:
         """Whether a confirmation stage follows the study."""
         return self.confirm_top_k > 0
 
+    @property
+    def models_kept(self) -> int:
+        """Saved models kept while the study runs: the best trial's, or every confirmation candidate's."""
+        return max(1, self.confirm_top_k)
+
 
 @dataclass(frozen=True)
 class DataSettings:
@@ -237,13 +242,32 @@ def build_study_settings(
         training=TrainingSettings(**config["training"]),
         # The task's selection entries (confirmation on for the small selection sets) replace the global ones.
         selection=SelectionSettings(**{**config["selection"], **task_config.get("selection", {})}),
-        enqueue=tuple(
-            {name: value for name, value in params.items() if name in search_space}
-            for params in optuna_config.get("enqueue", [])
-        ),
+        enqueue=_enqueued(optuna_config.get("enqueue", []), search_space),
         data=DataSettings(
             train_size=int(task_config["train_size"]),
             validation_fraction=float(task_config["validation_fraction"]),
             data_files=task_config.get("data_files"),
         ),
     )
+
+
+def _enqueued(
+    configurations: list[Mapping[str, Any]], search_space: dict[str, BaseDistribution]
+) -> tuple[dict[str, Any], ...]:
+    """The warm-start configurations for one study: restricted to its space (an entry left empty, such as a
+    LoRA-only one for full fine-tuning, is dropped) and typed by its distributions (YAML reads ``2e-5`` as
+    a string). Values outside the space are left as written for ``config.check_config`` to name."""
+    studies = []
+    for params in configurations:
+        typed = {}
+        for name, value in params.items():
+            if name not in search_space:
+                continue
+            distribution = search_space[name]
+            try:
+                typed[name] = distribution.to_external_repr(distribution.to_internal_repr(value))
+            except (TypeError, ValueError):
+                typed[name] = value
+        if typed:
+            studies.append(typed)
+    return tuple(studies)

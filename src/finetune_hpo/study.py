@@ -130,6 +130,7 @@ def run_study(
             wandb_dir=wandb_dir,
             sampler_seed=sampler_seed,
             best_model_info=best_model_card_info(settings, data_summary) if save_best else None,
+            confirmation_sha256=confirmation_rows_sha256(data_summary),
         )
         try:
             _optimize_until_complete(
@@ -139,6 +140,7 @@ def run_study(
                 settings.max_consecutive_failures,
                 paths.trials_progress,
                 paths.best_model if save_best else None,
+                settings.selection.models_kept,
             )
         except KeyboardInterrupt:
             if not isinstance(storage, optuna.storages.RDBStorage):
@@ -151,7 +153,7 @@ def run_study(
             write_trials_table(study, paths.trials_progress)
     if finalize and settings.selection.save_best_model:
         # Workers promote after each of their trials; this settles the link once all have finished.
-        promote_best_model(paths.best_model, study.get_trials(deepcopy=False))
+        promote_best_model(paths.best_model, study.get_trials(deepcopy=False), settings.selection.models_kept)
     if finalize:
         # Once per study, by whichever process finalizes it: with several workers, that process ran
         # no trial itself.
@@ -170,6 +172,7 @@ def _optimize_until_complete(
     max_consecutive_failures: int,
     progress_table: Path | None = None,
     best_model_dir: Path | None = None,
+    models_kept: int = 1,
     poll_seconds: float = 2.0,
 ) -> None:
     """Run trials until the study holds ``n_trials`` COMPLETE ones, sharing the count with other workers."""
@@ -179,7 +182,7 @@ def _optimize_until_complete(
     def promote(study: optuna.Study, _trial: FrozenTrial) -> None:
         # After Optuna stored the trial's state: a saved model becomes best_model only if COMPLETE.
         if best_model_dir is not None:
-            promote_best_model(best_model_dir, study.get_trials(deepcopy=False))
+            promote_best_model(best_model_dir, study.get_trials(deepcopy=False), models_kept)
 
     consecutive_failures = 0
     with sigterm_as_interrupt():
@@ -218,6 +221,11 @@ def _optimize_until_complete(
                     )
             elif not last.user_attrs.get("surplus"):
                 consecutive_failures = 0
+
+
+def confirmation_rows_sha256(data_summary: Mapping[str, Any]) -> str | None:
+    """Hash of the task's confirmation rows (``None`` without any), recorded with every score on them."""
+    return data_summary["splits"].get("confirmation", {}).get("sha256")
 
 
 def log_summary_run(study: optuna.Study, settings: StudySettings, wandb_dir: Path | None) -> bool:

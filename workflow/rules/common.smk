@@ -65,14 +65,17 @@ def get_confirmation_figures():
         f"results/figures/{task}_{method}/confirmation_seeds.png"
         for task in PLANNED_TASKS
         for method in METHODS
-        if confirm_top_k(task) > 0
+        if confirmation_settings(task)["confirm_top_k"] > 0
     ]
 
 
-def confirm_top_k(task):
-    """The task's selection.confirm_top_k (its override, else the global one)."""
+def confirmation_settings(task):
+    """The task's selection.confirm_top_k / confirm_seeds: its override, else the global setting."""
     override = config["tasks"][task].get("selection", {})
-    return override.get("confirm_top_k", config["selection"]["confirm_top_k"])
+    return {
+        key: override.get(key, config["selection"][key])
+        for key in ("confirm_top_k", "confirm_seeds")
+    }
 
 
 def get_study_workers(wildcards):
@@ -160,13 +163,8 @@ def get_study_definition(wildcards):
 
 
 def get_confirmation_settings(wildcards):
-    """The task's confirmation settings: selection.confirm_top_k / confirm_seeds, with its override."""
-    selection = config["selection"]
-    override = config["tasks"][wildcards.task].get("selection", {})
-    return {
-        key: override.get(key, selection[key])
-        for key in ("confirm_top_k", "confirm_seeds")
-    }
+    """The study's confirmation settings (a param of confirm_top_trials: changing one reruns it)."""
+    return confirmation_settings(wildcards.task)
 
 
 def get_confirmation_output(wildcards):
