@@ -65,7 +65,7 @@ def prepare_task(workdir: Path, config: dict, task_name: str) -> dict[str, Any]:
         seed=0,
         # As rule subsample_dataset: held-out rows when a best model is kept or candidates are confirmed.
         confirmation_max_rows=selection["confirmation_max_rows"]
-        if selection["save_best_model"] or task_config.get("selection", selection)["confirm_top_k"]
+        if selection["save_best_model"] or {**selection, **task_config.get("selection", {})}["confirm_top_k"]
         else 0,
     )
     summary = write_subsample(task, drawn, workdir / "results" / "data" / task_name, seed=0)

@@ -31,7 +31,10 @@ def slurm_cluster() -> None:
 
 def _slice() -> dict:
     config = copy.deepcopy(demo_config())
-    config["tasks"] = {"sst2": config["tasks"]["sst2"] | {"train_size": 80}}
+    # The confirmation stage runs on the cluster too (the top 2 of 2 trials, one more seed each).
+    config["tasks"] = {
+        "sst2": config["tasks"]["sst2"] | {"train_size": 80, "selection": {"confirm_top_k": 2, "confirm_seeds": 2}}
+    }
     config["vms"] = {}
     config["optuna"]["n_trials"] = 2
     config["wandb"]["mode"] = "disabled"
@@ -73,6 +76,8 @@ def test_slurm_executor_runs_the_same_studies_as_a_local_run(slurm_cluster, tmp_
         # environment, and a float summed in another order can change which of two trials wins.
         assert _trial_params(tmp_path / "slurm", study) == _trial_params(tmp_path / "local", study)
         assert 0.0 <= slurm["best_value"] <= 100.0
+        # The confirmation stage ran on the cluster: both candidates with both seeds.
+        assert slurm["confirmation"]["runs"] == 4 and len(slurm["confirmation"]["candidates"]) == 2
 
 
 def _trial_params(workdir: Path, study: str) -> list[str]:

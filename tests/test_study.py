@@ -186,7 +186,7 @@ def test_sigterm_fails_the_running_trial_and_exits_nonzero(tmp_path: Path, tiny_
         (("model", "max_seq_length"), 32),
         (("training", "precision"), "bf16"),
         (("optuna", "sampler", "n_startup_trials"), 2),
-        (("optuna", "sampler", "multivariate"), False),
+        (("optuna", "sampler", "multivariate"), True),
         (("optuna", "sampler", "seed"), 7),
         (("optuna", "pruner"), "median"),
         (("seed", None), 1),

@@ -73,6 +73,16 @@ def test_demo_slice_exports_valid_optimal_configs(demo_run: Path) -> None:
         assert document["metric"] == ("f1" if study.startswith("squad") else "accuracy")
         assert (demo_run / "results" / "studies" / study / "trials.csv").is_file()
         assert (demo_run / "logs" / "phase1_optuna" / "all" / "run_study" / f"{study}.log").is_file()
+    # The demo confirms SST-2's top 3 configurations with 3 seeds; the winner is exported and its saved
+    # model is what rule score_best_model re-scored.
+    for study in ("sst2_full_finetune", "sst2_lora"):
+        document = load_optimal(demo_run / "analysis" / f"{study}_optimal.yaml")
+        confirmation = document["confirmation"]
+        assert confirmation["runs"] == 9 and confirmation["seeds"] == [42, 43, 44]
+        assert document["best_trial"] == confirmation["winner_trial"]
+        assert document["best_model"]["trial"] == confirmation["winner_trial"] and document["best_model"]["reproduced"]
+        assert (demo_run / "results" / "figures" / study / "confirmation_seeds.png").is_file()
+    assert load_optimal(demo_run / "analysis" / "squad_v2_lora_optimal.yaml")["confirmation"] is None
     # SQuAD keeps the best trial's predictions for error analysis.
     predictions = (demo_run / "results/studies/squad_v2_lora/best_predictions.jsonl").read_text().splitlines()
     assert len(predictions) == round(80 * 0.3334) and '"null_score"' in predictions[0]
@@ -191,6 +201,20 @@ def test_slurm_profile_sends_studies_to_the_gpu_partition() -> None:
     for job in studies:
         assert "slurm_partition=gpu" in job and "gpu=1" in job and "cpus_per_task=8" in job
     assert all("localrule" not in job for job in studies)
+    # vm2's share: MRPC and RTE have a confirmation stage, one GPU job per study too.
+    result = subprocess.run(
+        [*SNAKEMAKE, "--profile", "profiles/slurm", "-n", "--configfile", "config/config.yaml", "profiles/vm2/vm.yaml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = (result.stdout + result.stderr).split("\nrule ")[1:]
+    confirmations = [job for job in jobs if job.startswith("confirm_top_trials:")]
+    assert len(confirmations) == 4  # MRPC and RTE, both methods; SST-2 has none
+    for job in confirmations:
+        assert "slurm_partition=gpu" in job and "gpu=1" in job and "localrule" not in job
 
 
 def test_dag_prints_the_graph() -> None:
@@ -199,7 +223,7 @@ def test_dag_prints_the_graph() -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.lstrip().startswith("digraph")
-    for rule in ("subsample_dataset", "tokenize_dataset", "run_study", "export_best_config"):
+    for rule in ("subsample_dataset", "tokenize_dataset", "run_study", "confirm_top_trials", "export_best_config"):
         assert rule in result.stdout
 
 
@@ -220,3 +244,4 @@ def test_report_html_holds_every_figure_and_the_summary(demo_run: Path) -> None:
         assert study in html
     for name in ("history.png", "importances.png", "slice.png", "lora_vs_full.png", "summary.csv"):
         assert name in html
+    assert "confirmation_seeds.png" in html
