@@ -1,13 +1,16 @@
 """Benchmarks of the workflow against its peers, on this machine's CPU; writes BENCHMARKS.md.
 
-Run with `make bench` (about 15 minutes on 2 cores). Every number is measured in this run, side by side
-where a ratio is given; absolute times only compare on the same machine. Sections:
+`make bench` runs sections 1-4 (about 15 minutes on 2 cores); `make bench-search` runs the pruning section
+here and the tabular sections (benchmarks/tabular.py). Each section saves its numbers, with the machine,
+date and command, to benchmarks/results/<section>.json, and BENCHMARKS.md is rendered from every saved
+section, so one section can be rerun alone (``--only pruning``). Every timing states its spread; side by
+side comparisons run interleaved. Sections:
 
-1. demo wall time, cold and as a no-op rerun;
-2. overhead of the workflow's trial against a bare HF Trainer script on the same cached data and model;
-3. the peer: the same study through ``Trainer.hyperparameter_search(backend="optuna")``;
-4. search quality at 10 trials over seeds: this workflow's sampler vs Optuna's default TPE vs random;
-5. time per trial as the training tier grows.
+1. `make demo` wall time, cold and as a no-op rerun, and where the cold run's time goes;
+2. overhead of the workflow's trial against a bare HF Trainer script, like for like;
+3. the peer: the same study through ``Trainer.hyperparameter_search(backend="optuna")``, over seeds;
+4. time per trial as the training tier grows;
+5. opt-in pruning: training steps saved and the change in the best value, over seeds.
 
 The GPU benchmark is a separate script (benchmarks/gpu_throughput.py).
 """
@@ -25,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +40,22 @@ sys.path.insert(0, str(REPO / "src"))
 
 from finetune_hpo.config import check_config, study_settings  # noqa: E402
 from finetune_hpo.data import load_splits, subsample, write_subsample  # noqa: E402
-from finetune_hpo.models import load_base_model  # noqa: E402
 from finetune_hpo.preprocess import load_tokenized, load_tokenizer, tokenize_task  # noqa: E402
-from finetune_hpo.search_space import HyperParameters  # noqa: E402
 from finetune_hpo.study import run_study  # noqa: E402
 from finetune_hpo.tasks import TASKS  # noqa: E402
-from finetune_hpo.training import TrainingSetup, train_and_evaluate  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def demo_config() -> dict[str, Any]:
     return yaml.safe_load((REPO / "demo" / "config" / "config.yaml").read_text())
+
+
+def make_demo(workdir: Path) -> float:
+    """One `make demo` in ``workdir`` (the workflow, the report when stale, the summary), timed from outside."""
+    started = time.perf_counter()
+    subprocess.run(["make", "demo", f"DEMO_DIR={workdir}"], cwd=REPO, check=True, capture_output=True)
+    return time.perf_counter() - started
 
 
 def snakemake(workdir: Path, *args: str) -> float:
@@ -61,26 +69,47 @@ def snakemake(workdir: Path, *args: str) -> float:
     return time.perf_counter() - started
 
 
-def demo_workdir(root: Path) -> Path:
+def demo_workdir(root: Path, wandb_mode: str = "offline") -> Path:
+    """A copy of the demo's config in a fresh folder; W&B offline, as users run it."""
     workdir = root / "demo"
     (workdir / "config").mkdir(parents=True)
     config = demo_config()
-    config["wandb"]["mode"] = "disabled"  # W&B's offline writer is not what we time
+    config["wandb"]["mode"] = wandb_mode
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     return workdir
 
 
+def job_seconds(workdir: Path) -> dict[str, dict[str, float]]:
+    """Per rule: jobs, summed and median wall seconds (Snakemake's benchmark files), to see where time goes."""
+    per_rule: dict[str, list[float]] = {}
+    for tsv in (workdir / "results" / "benchmarks").rglob("*.tsv"):
+        rule = tsv.relative_to(workdir / "results" / "benchmarks").parts[0].removesuffix(".tsv")
+        lines = tsv.read_text().splitlines()
+        if len(lines) > 1:
+            per_rule.setdefault(rule, []).append(float(lines[1].split("\t")[0]))
+    return {
+        rule: {"jobs": len(v), "sum_s": sum(v), "median_s": statistics.median(v)}
+        for rule, v in sorted(per_rule.items())
+    }
+
+
 def bench_demo(root: Path, reruns: int) -> dict[str, Any]:
-    """1. The whole demo from nothing, then no-op reruns."""
+    """1. `make demo` from nothing (W&B offline), then no-op reruns; where the cold run's time went."""
     workdir = demo_workdir(root)
-    cold = snakemake(workdir)
-    noop = [snakemake(workdir) for _ in range(reruns)]
-    return {"cold_s": cold, "noop_s": statistics.median(noop), "noop_runs": noop, "workdir": workdir}
+    cold = make_demo(workdir)
+    noop = [make_demo(workdir) for _ in range(reruns)]
+    return {
+        "cold_s": cold,
+        "noop_s": statistics.median(noop),
+        "noop_runs": noop,
+        "jobs": job_seconds(workdir),
+        "workdir": workdir,
+    }
 
 
 def demo_assets(root: Path) -> Path:
     """Only the demo's tiny model and SST-2 data, for the sections that do not time the demo itself."""
-    workdir = demo_workdir(root)
+    workdir = demo_workdir(root, wandb_mode="disabled")
     snakemake(workdir, "resources/tiny-bert", "resources/synthetic/sst2/train.jsonl")
     return workdir
 
@@ -120,16 +149,20 @@ def fixed_space(config: dict, params: dict[str, Any]) -> dict:
 FIXED = {"learning_rate": 1e-3, "batch_size": 16, "num_train_epochs": 3, "warmup_ratio": 0.1, "weight_decay": 0.01}
 
 
-def workflow_trials(config: dict, out: Path, summary: dict, n_trials: int, name: str) -> list[float]:
+def workflow_study_seconds(config: dict, out: Path, summary: dict, n_trials: int, name: str, wandb_mode: str) -> float:
+    """Wall seconds of a whole N-trial study through the workflow's run_study (its one-time loads included)."""
     config = copy.deepcopy(config)
     config["optuna"]["n_trials"] = n_trials
+    config["wandb"]["mode"] = wandb_mode
     settings = study_settings(config, "sst2", "full_finetune")
-    study = run_study(settings, out / "tokenized", summary, out / name)
-    return [t.duration.total_seconds() for t in study.trials]
+    started = time.perf_counter()
+    run_study(settings, out / "tokenized", summary, out / name, wandb_dir=out / f"{name}-wandb")
+    return time.perf_counter() - started
 
 
-def bare_trials(model: Path, out: Path, repeats: int) -> list[float]:
-    """What a hand-written script does per trial: load the model, build a Trainer, train, evaluate."""
+def bare_script_seconds(model: Path, out: Path, n_trials: int, eval_batch_size: int) -> float:
+    """Wall seconds of what a hand-written loop does for N trials: load the data and tokenizer once; per
+    trial load the model, build a Trainer with the workflow's TrainingArguments, train, evaluate."""
     import numpy as np
     import torch
     from transformers import (
@@ -137,29 +170,41 @@ def bare_trials(model: Path, out: Path, repeats: int) -> list[float]:
         DataCollatorWithPadding,
         Trainer,
         TrainingArguments,
+        set_seed,
     )
 
-    torch.set_num_threads(1)
+    started = time.perf_counter()
     data = load_tokenized(out / "tokenized")
     tokenizer = load_tokenizer(str(model))
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        network = AutoModelForSequenceClassification.from_pretrained(str(model), num_labels=2)
+    steps_per_epoch = -(-len(data.train) // FIXED["batch_size"])
+    for _ in range(n_trials):
+        set_seed(42)
+        network = AutoModelForSequenceClassification.from_pretrained(str(model), num_labels=2, dtype=torch.float32)
         with tempfile.TemporaryDirectory() as output_dir:
+            # Exactly the arguments of the workflow's trial (training.trial_arguments and _train_once).
             args = TrainingArguments(
                 output_dir=output_dir,
+                per_device_eval_batch_size=eval_batch_size,
+                report_to="none",
+                seed=42,
+                data_seed=42,
+                train_sampling_strategy="group_by_length",
+                use_cpu=True,
+                label_names=["labels"],
                 learning_rate=FIXED["learning_rate"],
                 per_device_train_batch_size=FIXED["batch_size"],
+                gradient_accumulation_steps=1,
                 num_train_epochs=FIXED["num_train_epochs"],
                 warmup_steps=FIXED["warmup_ratio"],
                 weight_decay=FIXED["weight_decay"],
+                lr_scheduler_type="linear",
                 eval_strategy="epoch",
                 save_strategy="no",
-                report_to="none",
+                logging_strategy="steps",
+                logging_steps=max(1, steps_per_epoch // 4),
+                logging_nan_inf_filter=False,
                 disable_tqdm=True,
-                use_cpu=True,
-                seed=42,
+                dataloader_pin_memory=False,
             )
             trainer = Trainer(
                 model=network,
@@ -171,31 +216,47 @@ def bare_trials(model: Path, out: Path, repeats: int) -> list[float]:
                 compute_metrics=lambda p: {"accuracy": float((np.argmax(p.predictions, -1) == p.label_ids).mean())},
             )
             trainer.train()
-        times.append(time.perf_counter() - started)
-    return times
+    return time.perf_counter() - started
 
 
-def bench_overhead(root: Path, model: Path, repeats: int) -> dict[str, Any]:
-    """2. Per-trial time: the workflow's trial vs a bare Trainer script, interleaved in blocks."""
+def _spread(values: list[float]) -> dict[str, Any]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
+
+
+def bench_overhead(root: Path, model: Path, n_trials: int, blocks: int) -> dict[str, Any]:
+    """2. Seconds per trial, like for like: the same TrainingArguments (eval batch, length grouping, fp32), the
+    whole N-trial run timed the same way on both sides, in interleaved blocks; the workflow with W&B offline
+    (its default) and disabled."""
     import torch
 
     torch.set_num_threads(1)
     config, out, summary = prepared_task(root, model, "sst2", 400)
     config = fixed_space(config, FIXED)
-    bare_a = bare_trials(model, out, repeats)
-    ours = workflow_trials(config, out, summary, repeats, "overhead_study")
-    bare_b = bare_trials(model, out, repeats)
-    bare = bare_a + bare_b
+    eval_batch = int(config["training"]["eval_batch_size"])
+    per_trial: dict[str, list[float]] = {"bare": [], "offline": [], "disabled": []}
+    for block in range(blocks):
+        per_trial["bare"].append(bare_script_seconds(model, out, n_trials, eval_batch) / n_trials)
+        for mode in ("offline", "disabled"):
+            seconds = workflow_study_seconds(config, out, summary, n_trials, f"overhead-{mode}-{block}", mode)
+            per_trial[mode].append(seconds / n_trials)
+    ratios = {
+        mode: [ours / bare for ours, bare in zip(per_trial[mode], per_trial["bare"], strict=True)]
+        for mode in ("offline", "disabled")
+    }
     return {
-        "workflow_s": statistics.median(ours),
-        "bare_s": statistics.median(bare),
-        "ratio": statistics.median(ours) / statistics.median(bare),
-        "n": len(ours),
+        "w&b_share_s": statistics.median(per_trial["offline"]) - statistics.median(per_trial["disabled"]),
+        "n_trials": n_trials,
+        "blocks": blocks,
+        "eval_batch_size": eval_batch,
+        "per_trial": {name: _spread(v) for name, v in per_trial.items()},
+        "ratio": {mode: _spread(v) for mode, v in ratios.items()},
     }
 
 
-def bench_peer(root: Path, model: Path, n_trials: int) -> dict[str, Any]:
-    """3. The same 10-trial study through Trainer.hyperparameter_search(backend="optuna")."""
+def bench_peer(root: Path, model: Path, n_trials: int, seeds: int) -> dict[str, Any]:
+    """3. The same 10-trial study through Trainer.hyperparameter_search(backend="optuna"), over seeds: with the
+    workflow's seeded sampler (its kwargs reach optuna.create_study) and with its defaults. W&B is off on
+    both sides (the peer has none)."""
     import numpy as np
     import torch
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
@@ -203,118 +264,154 @@ def bench_peer(root: Path, model: Path, n_trials: int) -> dict[str, Any]:
     torch.set_num_threads(1)
     config, out, summary = prepared_task(root, model, "sst2", 400)
     config["optuna"]["n_trials"] = n_trials
-    settings = study_settings(config, "sst2", "full_finetune")
-    started = time.perf_counter()
-    study = run_study(settings, out / "tokenized", summary, out / "peer_ours")
-    ours_s = time.perf_counter() - started
+    config["selection"]["save_best_model"] = False  # the peer keeps no model either
     space = config["search_spaces"]["full_finetune"]
+    eval_batch = int(config["training"]["eval_batch_size"])
 
     def hp_space(trial: optuna.Trial) -> dict[str, Any]:
+        # The workflow's names and ranges, so a seeded sampler draws the same values on both sides.
+        lr, warmup, decay, epochs = (
+            space[k] for k in ("learning_rate", "warmup_ratio", "weight_decay", "num_train_epochs")
+        )
         return {
-            "learning_rate": trial.suggest_float(
-                "learning_rate", space["learning_rate"]["low"], space["learning_rate"]["high"], log=True
-            ),
+            "learning_rate": trial.suggest_float("learning_rate", lr["low"], lr["high"], log=True),
             "per_device_train_batch_size": trial.suggest_categorical("batch_size", space["batch_size"]["choices"]),
-            # The Trainer's search has no warmup-ratio knob in transformers 5; a float warmup_steps is one.
-            "warmup_steps": trial.suggest_float("warmup_ratio", 0.0, 0.3),
-            "weight_decay": trial.suggest_float("weight_decay", 0.0, 0.3),
-            "num_train_epochs": trial.suggest_int("num_train_epochs", 2, 6),
+            # transformers 5 has no warmup_ratio; a float warmup_steps below 1 is a ratio, as in the workflow.
+            "warmup_steps": trial.suggest_float("warmup_ratio", warmup["low"], warmup["high"]),
+            "weight_decay": trial.suggest_float("weight_decay", decay["low"], decay["high"]),
+            "num_train_epochs": trial.suggest_int("num_train_epochs", epochs["low"], epochs["high"]),
         }
 
     data = load_tokenized(out / "tokenized")
     tokenizer = load_tokenizer(str(model))
-    with tempfile.TemporaryDirectory() as output_dir:
-        trainer = Trainer(
-            model_init=lambda _trial=None: AutoModelForSequenceClassification.from_pretrained(str(model), num_labels=2),
-            args=TrainingArguments(
-                output_dir=output_dir,
-                eval_strategy="epoch",
-                save_strategy="no",
-                report_to="none",
-                disable_tqdm=True,
-                use_cpu=True,
-                seed=42,
-            ),
-            train_dataset=data.train,
-            eval_dataset=data.validation,
-            processing_class=tokenizer,
-            data_collator=DataCollatorWithPadding(tokenizer),
-            compute_metrics=lambda p: {"accuracy": 100.0 * float((np.argmax(p.predictions, -1) == p.label_ids).mean())},
-        )
+
+    def peer(seed: int, seeded: bool) -> dict[str, float]:
+        storage = optuna.storages.InMemoryStorage()
+        kwargs: dict[str, Any] = {"study_name": "peer", "storage": storage}
+        if seeded:
+            kwargs["sampler"] = optuna.samplers.TPESampler(
+                n_startup_trials=config["optuna"]["sampler"]["n_startup_trials"],
+                multivariate=config["optuna"]["sampler"]["multivariate"],
+                seed=seed,
+            )
+        with tempfile.TemporaryDirectory() as output_dir:
+            trainer = Trainer(
+                model_init=lambda _trial=None: AutoModelForSequenceClassification.from_pretrained(
+                    str(model), num_labels=2
+                ),
+                args=TrainingArguments(
+                    output_dir=output_dir,
+                    per_device_eval_batch_size=eval_batch,
+                    eval_strategy="epoch",
+                    save_strategy="no",
+                    report_to="none",
+                    disable_tqdm=True,
+                    use_cpu=True,
+                    seed=42,
+                    data_seed=42,
+                    train_sampling_strategy="group_by_length",
+                    lr_scheduler_type="linear",
+                ),
+                train_dataset=data.train,
+                eval_dataset=data.validation,
+                processing_class=tokenizer,
+                data_collator=DataCollatorWithPadding(tokenizer),
+                compute_metrics=lambda p: {
+                    "accuracy": 100.0 * float((np.argmax(p.predictions, -1) == p.label_ids).mean())
+                },
+            )
+            started = time.perf_counter()
+            best = trainer.hyperparameter_search(
+                direction="maximize",
+                backend="optuna",
+                hp_space=hp_space,
+                n_trials=n_trials,
+                compute_objective=lambda metrics: metrics["eval_accuracy"],
+                **kwargs,
+            )
+            seconds = time.perf_counter() - started
+        trials = optuna.load_study(study_name="peer", storage=storage).trials
+        epochs = sum(t.params["num_train_epochs"] for t in trials)
+        return {"seconds": seconds, "epochs": epochs, "s_per_epoch": seconds / epochs, "best": best.objective}
+
+    def ours(seed: int) -> dict[str, float]:
+        seeded = copy.deepcopy(config)
+        seeded["optuna"]["sampler"]["seed"] = seed
+        settings = study_settings(seeded, "sst2", "full_finetune")
         started = time.perf_counter()
-        best = trainer.hyperparameter_search(
-            direction="maximize",
-            backend="optuna",
-            hp_space=hp_space,
-            n_trials=n_trials,
-            compute_objective=lambda metrics: metrics["eval_accuracy"],
-        )
-        peer_s = time.perf_counter() - started
+        study = run_study(settings, out / "tokenized", summary, out / f"peer-ours-{seed}")
+        seconds = time.perf_counter() - started
+        epochs = sum(t.params["num_train_epochs"] for t in study.trials)
+        return {"seconds": seconds, "epochs": epochs, "s_per_epoch": seconds / epochs, "best": study.best_value}
+
+    runs: dict[str, list[dict[str, float]]] = {"workflow": [], "peer, same seeded sampler": [], "peer, defaults": []}
+    for seed in range(1, seeds + 1):  # interleaved, so a slow spell of the machine hits every side
+        runs["workflow"].append(ours(seed))
+        runs["peer, same seeded sampler"].append(peer(seed, seeded=True))
+        runs["peer, defaults"].append(peer(seed, seeded=False))
     return {
-        "ours_s": ours_s,
-        "peer_s": peer_s,
-        "ratio": ours_s / peer_s,
-        "ours_best": study.best_value,
-        "peer_best": best.objective,
         "n_trials": n_trials,
+        "seeds": seeds,
+        "runs": runs,
+        "summary": {
+            name: {key: _spread([r[key] for r in rows]) for key in ("s_per_epoch", "best", "epochs")}
+            for name, rows in runs.items()
+        },
     }
 
 
-def bench_search_quality(root: Path, model: Path, seeds: int, n_trials: int, reference_trials: int) -> dict[str, Any]:
-    """4. Best value after 10 trials, over seeds, for three samplers, against a long study's best."""
+def bench_pruning(root: Path, model: Path, seeds: int, n_trials: int) -> dict[str, Any]:
+    """6. Opt-in pruning on the demo (LoRA, SST-2, 2-6 epochs): training steps saved and the change in the
+    best value, paired by sampler seed against no pruning."""
+    import math
+
     import torch
 
     torch.set_num_threads(1)
-    config, out, _ = prepared_task(root, model, "sst2", 200)
-    task = TASKS["sst2"]
-    data = load_tokenized(out / "tokenized")
-    tokenizer = load_tokenizer(str(model))
-    base = load_base_model(task, str(model))
-    settings = study_settings(config, "sst2", "lora")
-    setup = TrainingSetup(
-        task=task,
-        method="lora",
-        seed=42,
-        lora_target_modules=config["model"]["lora_target_modules"],
-        scratch_dir=out / "scratch",
-    )
-    from finetune_hpo.search_space import suggest
-
-    def objective(trial: optuna.Trial) -> float:
-        params = suggest(trial, settings.search_space)
-        params = HyperParameters(**{**params.__dict__, "num_train_epochs": min(params.num_train_epochs, 3)})
-        return train_and_evaluate(setup, base, tokenizer, data, params).value
-
-    samplers = {
-        "workflow (TPE, 4 start-up, multivariate)": lambda seed: optuna.samplers.TPESampler(
-            n_startup_trials=4, multivariate=True, constant_liar=True, seed=seed
-        ),
-        "Optuna default TPE (10 start-up)": lambda seed: optuna.samplers.TPESampler(seed=seed),
-        "random search": lambda seed: optuna.samplers.RandomSampler(seed=seed),
-    }
-    reference = optuna.create_study(
-        direction="maximize", sampler=samplers["workflow (TPE, 4 start-up, multivariate)"](0)
-    )
-    reference.optimize(objective, n_trials=reference_trials)
-    results: dict[str, list[float]] = {name: [] for name in samplers}
+    config, out, summary = prepared_task(root, model, "sst2", 400)
+    config["optuna"]["n_trials"] = n_trials
+    config["selection"]["save_best_model"] = False
+    n_train = int(summary["splits"]["train"]["size"])
+    rows: dict[str, list[dict[str, float]]] = {"none": [], "median": [], "hyperband": []}
     for seed in range(1, seeds + 1):
-        for name, make in samplers.items():
-            study = optuna.create_study(direction="maximize", sampler=make(seed))
-            study.optimize(objective, n_trials=n_trials)
-            results[name].append(study.best_value)
-    return {
-        "reference_best": reference.best_value,
-        "reference_trials": reference_trials,
-        "seeds": seeds,
-        "per_sampler": {
-            name: {
-                "median_best": statistics.median(v),
-                "median_regret": statistics.median([max(0.0, reference.best_value - x) for x in v]),
-                "values": v,
-            }
-            for name, v in results.items()
-        },
-    }
+        for pruner in rows:
+            variant = copy.deepcopy(config)
+            variant["optuna"]["pruner"] = pruner
+            variant["optuna"]["sampler"]["seed"] = seed
+            settings = study_settings(variant, "sst2", "lora")
+            study = run_study(settings, out / "tokenized", summary, out / f"pruning-{pruner}-{seed}")
+            # Steps trained: epochs reported (one intermediate value per epoch) x optimizer steps per epoch.
+            steps = sum(
+                len(t.intermediate_values) * math.ceil(n_train / t.params["batch_size"])
+                for t in study.trials
+                if not t.user_attrs.get("surplus")
+            )
+            pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
+            rows[pruner].append(
+                {"steps": steps, "best": study.best_value, "pruned": pruned, "trials": len(study.trials)}
+            )
+    result: dict[str, Any] = {"seeds": seeds, "n_trials": n_trials, "rows": rows, "paired": {}}
+    for pruner in ("median", "hyperband"):
+        saved = [1 - r["steps"] / base["steps"] for r, base in zip(rows[pruner], rows["none"], strict=True)]
+        change = [r["best"] - base["best"] for r, base in zip(rows[pruner], rows["none"], strict=True)]
+        result["paired"][pruner] = {
+            "steps_saved": _spread(saved),
+            "steps_saved_ci": bootstrap_median_ci(saved),
+            "best_change": _spread(change),
+            "best_change_ci": bootstrap_median_ci(change),
+            "pruned_trials": _spread([float(r["pruned"]) for r in rows[pruner]]),
+        }
+    return result
+
+
+def bootstrap_median_ci(values: list[float], resamples: int = 5000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the median."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    data = np.asarray(values, dtype=float)
+    medians = np.median(rng.choice(data, size=(resamples, len(data)), replace=True), axis=1)
+    return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
 
 
 def bench_scaling(root: Path, model: Path, sizes: list[int], repeats: int) -> dict[str, Any]:
@@ -330,11 +427,13 @@ def bench_scaling(root: Path, model: Path, sizes: list[int], repeats: int) -> di
     for size in sizes:
         config, out, summary = prepared_task(root, model, "sst2", size, data_dir=data_dir)
         config = fixed_space(config, FIXED | {"num_train_epochs": 2})
-        times = workflow_trials(config, out, summary, repeats, "scaling_study")
-        rows.append({"train_size": size, "trial_s": statistics.median(times)})
+        config["optuna"]["n_trials"] = repeats
+        study = run_study(study_settings(config, "sst2", "full_finetune"), out / "tokenized", summary, out / "scaling")
+        times = [t.duration.total_seconds() for t in study.trials]
+        rows.append({"train_size": size, "trial_s": statistics.median(times), "min_s": min(times), "max_s": max(times)})
     for row in rows:
         row["s_per_1000_examples"] = 1000 * row["trial_s"] / row["train_size"]
-    return {"rows": rows}
+    return {"rows": rows, "repeats": repeats}
 
 
 def machine() -> str:
@@ -346,110 +445,207 @@ def machine() -> str:
     )
 
 
-def write_report(results: dict[str, Any], path: Path, command: str) -> None:
-    demo, over, peer, quality, scaling = (results.get(k) for k in ("demo", "overhead", "peer", "quality", "scaling"))
-    lines = ["# Benchmarks", "", f"Machine: {machine()}.  ", f"Command: `{command}` ({time.strftime('%Y-%m-%d')}).", ""]
-    if demo:
-        lines += [
-            "## 1. Demo wall time",
-            "",
-            "| run | seconds |",
-            "|---|---|",
-            f"| cold (from nothing: data, tiny model, 8 studies x 10 trials, review) | {demo['cold_s']:.1f} |",
-            f"| no-op rerun (median of {len(demo['noop_runs'])}) | {demo['noop_s']:.1f} |",
-            "",
-        ]
-    if over:
-        lines += [
-            "## 2. Overhead per trial",
-            "",
-            "Same cached tokenized data and model, same hyperparameters (SST-2 demo, 400 examples, 3 epochs, "
-            "1 thread). The bare script loads the model, builds a Trainer, trains and evaluates per trial; "
-            "the workflow's trial includes Optuna, the trial's deep copy of the base model and its bookkeeping.",
-            "",
-            "| | median seconds per trial |",
-            "|---|---|",
-            f"| workflow trial (n={over['n']}) | {over['workflow_s']:.2f} |",
-            f"| bare HF Trainer script (n={2 * over['n']}) | {over['bare_s']:.2f} |",
-            f"| **ratio** (target <= 1.10) | **{over['ratio']:.3f}** |",
-            "",
-        ]
-    if peer:
-        lines += [
-            '## 3. Peer: Trainer.hyperparameter_search(backend="optuna")',
-            "",
-            f"{peer['n_trials']} trials, the demo's full fine-tuning space on SST-2 (400 examples).",
-            "",
-            "| | wall seconds | best accuracy |",
-            "|---|---|---|",
-            f"| this workflow's study | {peer['ours_s']:.1f} | {peer['ours_best']:.2f} |",
-            f"| Trainer.hyperparameter_search | {peer['peer_s']:.1f} | {peer['peer_best']:.2f} |",
-            f"| ratio (ours / peer) | {peer['ratio']:.3f} | |",
-            "",
-            "One study each, so the best values are one draw: the peer passes no seed to Optuna and its 10 trials "
-            "are TPE's random start-up; section 4 compares search quality over seeds. Wall time depends on the "
-            "epochs each sampler drew.",
-            "",
-        ]
-    if quality:
-        lines += [
-            "## 4. Search quality at 10 trials",
-            "",
-            f"LoRA on the SST-2 demo (200 examples, epochs capped at 3), {quality['seeds']} seeds per sampler; "
-            f"regret against the best of a {quality['reference_trials']}-trial study "
-            f"({quality['reference_best']:.2f}).",
-            "",
-            "| sampler | median best | median regret |",
-            "|---|---|---|",
-        ]
-        for name, row in quality["per_sampler"].items():
-            lines.append(f"| {name} | {row['median_best']:.2f} | {row['median_regret']:.2f} |")
-        lines.append("")
-    if scaling:
-        lines += [
-            "## 5. Scaling with the training tier",
-            "",
-            "Fixed hyperparameters, 2 epochs, median of the trials.",
-            "",
-            "| training examples | seconds per trial | seconds per 1,000 examples |",
-            "|---|---|---|",
-        ]
-        for row in scaling["rows"]:
-            lines.append(f"| {row['train_size']} | {row['trial_s']:.2f} | {row['s_per_1000_examples']:.2f} |")
-        lines.append("")
+def _range(spread: Mapping[str, Any], digits: int = 2, scale: float = 1.0) -> str:
+    """``median [min, max]``: every timing table states its spread."""
+    return (
+        f"{scale * spread['median']:.{digits}f} "
+        f"[{scale * spread['min']:.{digits}f}, {scale * spread['max']:.{digits}f}]"
+    )
+
+
+def demo_section(demo: Mapping[str, Any]) -> list[str]:
+    noop = demo["noop_runs"]
+    lines = [
+        "## 1. Demo wall time",
+        "",
+        "`make demo` in a fresh folder, W&B offline (as users run it): the workflow, the HTML report when its "
+        "inputs changed, and the review table.",
+        "",
+        "| run | seconds |",
+        "|---|---|",
+        f"| cold (from nothing: data, tiny model, 8 studies x 10 trials, confirmation, review, report) | "
+        f"{demo['cold_s']:.1f} |",
+        f"| no-op rerun, median [min, max] of {len(noop)} | "
+        f"{_range({'median': demo['noop_s'], 'min': min(noop), 'max': max(noop)})} |",
+        "",
+        "Where the cold run's time went (Snakemake's per-job benchmark files; jobs run two at a time, so the "
+        "sum exceeds the wall time):",
+        "",
+        "| rule | jobs | summed seconds | median seconds per job |",
+        "|---|---|---|---|",
+    ]
+    for rule, row in sorted(demo["jobs"].items(), key=lambda item: -item[1]["sum_s"]):
+        lines.append(f"| {rule} | {row['jobs']} | {row['sum_s']:.1f} | {row['median_s']:.1f} |")
+    return [*lines, ""]
+
+
+def overhead_section(over: Mapping[str, Any]) -> list[str]:
+    per, ratio = over["per_trial"], over["ratio"]
+    return [
+        "## 2. Overhead per trial, like for like",
+        "",
+        f"SST-2 demo, 400 examples, fixed hyperparameters (3 epochs, batch 16), 1 thread. Both sides use the "
+        f"same TrainingArguments (eval batch {over['eval_batch_size']}, length-grouped training batches, fp32, "
+        f"seed 42) and are timed the same way: the wall time of a whole {over['n_trials']}-trial run, one-time "
+        "loads included, divided by its trials. The bare script loads the data once and the model per trial; "
+        "the workflow runs its study (Optuna, the trial's copy of the base model, its records, the best model "
+        f"saved). {over['blocks']} interleaved blocks; median [min, max] over blocks.",
+        "",
+        "| | seconds per trial | ratio to the bare script |",
+        "|---|---|---|",
+        f"| bare HF Trainer script | {_range(per['bare'])} | 1 |",
+        f"| workflow, W&B offline (default) | {_range(per['offline'])} | {_range(ratio['offline'], 3)} |",
+        f"| workflow, W&B disabled | {_range(per['disabled'])} | {_range(ratio['disabled'], 3)} |",
+        "",
+        f"The W&B share: {over['w&b_share_s']:.2f} s per trial (offline minus disabled, medians). Aim: ratio <= 1.05.",
+        "",
+    ]
+
+
+def peer_section(peer: Mapping[str, Any]) -> list[str]:
+    lines = [
+        '## 3. Peer: Trainer.hyperparameter_search(backend="optuna")',
+        "",
+        f"{peer['n_trials']} trials, the demo's full fine-tuning space on SST-2 (400 examples), {peer['seeds']} "
+        "sampler seeds per side, interleaved; W&B off on both sides and no model kept (the peer has neither). "
+        "'Same seeded sampler' passes the workflow's TPE settings and seed through `hyperparameter_search`'s "
+        "kwargs to `optuna.create_study`; 'defaults' is what a user gets (unseeded TPE, 10 start-up trials). "
+        "Seconds per training epoch divides each study's wall time by the epochs its trials drew, so it does not "
+        "depend on which epochs a sampler chose. Median [min, max] over seeds.",
+        "",
+        "| | seconds per training epoch | best accuracy | epochs drawn |",
+        "|---|---|---|---|",
+    ]
+    for name, row in peer["summary"].items():
+        lines.append(f"| {name} | {_range(row['s_per_epoch'])} | {_range(row['best'])} | {_range(row['epochs'], 0)} |")
+    return [*lines, ""]
+
+
+def scaling_section(scaling: Mapping[str, Any]) -> list[str]:
+    lines = [
+        "## 4. Scaling with the training tier",
+        "",
+        f"Fixed hyperparameters, 2 epochs, W&B disabled; median [min, max] of {scaling['repeats']} trials.",
+        "",
+        "| training examples | seconds per trial | seconds per 1,000 examples |",
+        "|---|---|---|",
+    ]
+    for row in scaling["rows"]:
+        spread = {"median": row["trial_s"], "min": row["min_s"], "max": row["max_s"]}
+        lines.append(f"| {row['train_size']} | {_range(spread)} | {row['s_per_1000_examples']:.2f} |")
+    return [*lines, ""]
+
+
+def pruning_section(pruning: Mapping[str, Any]) -> list[str]:
+    lines = [
+        "## 5. Pruning (opt-in)",
+        "",
+        f"LoRA on the SST-2 demo (400 examples, 2-6 epochs), {pruning['n_trials']} trials, {pruning['seeds']} "
+        "sampler seeds; each pruner against no pruning with the same seed. Steps = epochs trained x optimizer "
+        "steps per epoch, over every trial. Median [min, max] over seeds, and the 95% bootstrap interval of the "
+        "median.",
+        "",
+        "| pruner | training steps saved | 95% CI | change in best value (points) | 95% CI | pruned trials |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in pruning["paired"].items():
+        saved_lo, saved_hi = row["steps_saved_ci"]
+        change_lo, change_hi = row["best_change_ci"]
+        lines.append(
+            f"| {name} | {_range(row['steps_saved'], 1, 100)} % | [{100 * saved_lo:.1f}, {100 * saved_hi:.1f}] % | "
+            f"{_range(row['best_change'])} | [{change_lo:.2f}, {change_hi:.2f}] | {_range(row['pruned_trials'], 0)} |"
+        )
+    return [*lines, ""]
+
+
+RESULTS = REPO / "benchmarks" / "results"
+SECTIONS = {
+    "demo": demo_section,
+    "overhead": overhead_section,
+    "peer": peer_section,
+    "scaling": scaling_section,
+    "pruning": pruning_section,
+}
+
+
+def save_section(name: str, result: Mapping[str, Any], command: str) -> None:
+    """Each section's numbers in benchmarks/results/<name>.json, so one section can be rerun alone."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    document = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "command": command, "result": result}
+    (RESULTS / f"{name}.json").write_text(json.dumps(document, indent=1, default=str) + "\n")
+
+
+def write_report(path: Path) -> None:
+    """BENCHMARKS.md from every section's last saved run (each says when, where and with which command)."""
+    lines = [
+        "# Benchmarks",
+        "",
+        "Every number below was measured by the command its section names, on the machine it names; "
+        "absolute times compare only on the same machine. `make bench` reruns sections 1-4, "
+        "`make bench-search` sections 5-7.",
+        "",
+    ]
+    for name, render in SECTIONS.items():
+        saved = RESULTS / f"{name}.json"
+        if saved.is_file():
+            document = json.loads(saved.read_text())
+            body = render(document["result"])
+            lines += [
+                *body[:1],
+                "",
+                f"*{document['machine']}; `{document['command']}`, {document['date']}.*",
+                *body[1:],
+            ]
+    lines += tabular_sections()
     lines += ["GPU throughput (samples/s, MFU, bf16): `python benchmarks/gpu_throughput.py` on a GPU machine.", ""]
     path.write_text("\n".join(lines))
+
+
+def tabular_sections() -> list[str]:
+    """The tabular-benchmark sections (`make bench-tabular`), as benchmarks/tabular.py last wrote them."""
+    lines = []
+    for name in ("samplers", "samplers-gp", "confirmation"):
+        fragment = RESULTS / f"tabular_{name}.md"
+        if fragment.is_file():
+            lines += [fragment.read_text().rstrip(), ""]
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
-    parser.add_argument("--only", nargs="*", choices=["demo", "overhead", "peer", "quality", "scaling"])
-    parser.add_argument("--seeds", type=int, default=10)
+    choices = ["demo", "overhead", "peer", "scaling", "pruning"]
+    parser.add_argument("--only", nargs="*", choices=choices)
+    parser.add_argument("--seeds", type=int, default=5, help="sampler seeds of the peer comparison")
+    parser.add_argument("--pruning-seeds", type=int, default=10)
+    parser.add_argument("--render", action="store_true", help="only rewrite BENCHMARKS.md from the saved sections")
     args = parser.parse_args()
-    sections = args.only or ["demo", "overhead", "peer", "quality", "scaling"]
+    if args.render:
+        write_report(Path(args.out))
+        return
+    sections = args.only or ["demo", "overhead", "peer", "scaling"]
     root = Path(tempfile.mkdtemp(prefix="finetune-hpo-bench-"))
-    results: dict[str, Any] = {}
-    command = "make bench" if not args.only else f"python benchmarks/run_all.py --only {' '.join(args.only)}"
+    command = f"python benchmarks/run_all.py --only {' '.join(sections)}"
     try:
         if "demo" in sections:
-            results["demo"] = bench_demo(root, reruns=3)
-            model = results["demo"]["workdir"] / "resources" / "tiny-bert"
+            demo = bench_demo(root, reruns=5)
+            model = demo.pop("workdir") / "resources" / "tiny-bert"
+            save_section("demo", demo, command)
         else:
             model = demo_assets(root) / "resources" / "tiny-bert"
         runs = {
-            "overhead": lambda: bench_overhead(root, model, repeats=5),
-            "peer": lambda: bench_peer(root, model, n_trials=10),
-            "quality": lambda: bench_search_quality(root, model, seeds=args.seeds, n_trials=10, reference_trials=60),
+            "overhead": lambda: bench_overhead(root, model, n_trials=5, blocks=3),
+            "peer": lambda: bench_peer(root, model, n_trials=10, seeds=args.seeds),
             "scaling": lambda: bench_scaling(root, model, sizes=[250, 500, 1000, 2000], repeats=3),
+            "pruning": lambda: bench_pruning(root, model, seeds=args.pruning_seeds, n_trials=10),
         }
         for name in (name for name in runs if name in sections):
-            write_report(results, Path(args.out), command)  # what is measured so far survives a failure
-            results[name] = runs[name]()
-            print(name, json.dumps(results[name], default=str)[:2000], flush=True)
+            result = runs[name]()
+            save_section(name, result, command)  # what is measured so far survives a later failure
+            print(name, json.dumps(result, default=str)[:2000], flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    write_report(results, Path(args.out), command)
+        write_report(Path(args.out))
     print(Path(args.out).read_text())
 
 
