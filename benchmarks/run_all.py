@@ -511,7 +511,10 @@ def peer_section(peer: Mapping[str, Any]) -> list[str]:
         "'Same seeded sampler' passes the workflow's TPE settings and seed through `hyperparameter_search`'s "
         "kwargs to `optuna.create_study`; 'defaults' is what a user gets (unseeded TPE, 10 start-up trials). "
         "Seconds per training epoch divides each study's wall time by the epochs its trials drew, so it does not "
-        "depend on which epochs a sampler chose. Median [min, max] over seeds.",
+        "depend on which epochs a sampler chose; it still depends on the batch sizes drawn (an epoch at batch 8 "
+        "costs more than at 16), and the two sides' draws part after the random start-up trials because their "
+        "scores differ. The peer also builds its Trainer once and reuses it across trials, where the workflow "
+        "builds one per trial. Median [min, max] over seeds.",
         "",
         "| | seconds per training epoch | best accuracy | epochs drawn |",
         "|---|---|---|---|",
@@ -542,10 +545,13 @@ def pruning_section(pruning: Mapping[str, Any]) -> list[str]:
         "",
         f"LoRA on the SST-2 demo (400 examples, 2-6 epochs), {pruning['n_trials']} trials, {pruning['seeds']} "
         "sampler seeds; each pruner against no pruning with the same seed. Steps = epochs trained x optimizer "
-        "steps per epoch, over every trial. Median [min, max] over seeds, and the 95% bootstrap interval of the "
-        "median.",
+        "steps per epoch, over every trial, pruned ones included. Median [min, max] over seeds, and the 95% "
+        "bootstrap interval of the median. A pruned trial does not count toward n_trials (the study runs to "
+        "n_trials COMPLETE trials), so each pruned trial is replaced by another: a negative saving means "
+        "pruning trained more steps in all.",
         "",
-        "| pruner | training steps saved | 95% CI | change in best value (points) | 95% CI | pruned trials |",
+        "| pruner | training steps saved (negative: more) | 95% CI | change in best value (points) | 95% CI "
+        "| pruned trials per study |",
         "|---|---|---|---|---|---|",
     ]
     for name, row in pruning["paired"].items():
