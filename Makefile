@@ -25,10 +25,12 @@ DEMO_DIR ?= demo
 
 # The HTML report is rebuilt only when an output of the workflow is newer than it (Snakemake's --report
 # takes seconds even when nothing changed); the review table is the one rule check_phase1 wrote.
+# A failed check_phase1 leaves its table only in its log (Snakemake deletes a failed job's outputs): shown.
 demo: env
-	$(BIN)/snakemake --profile profiles/demo --directory $(DEMO_DIR)
-	@if [ ! -f $(DEMO_DIR)/report.html ] || \
-	    [ -n "$$(find $(DEMO_DIR)/results $(DEMO_DIR)/analysis -newer $(DEMO_DIR)/report.html -print -quit)" ]; then \
+	@$(BIN)/snakemake --profile profiles/demo --directory $(DEMO_DIR) || \
+	  { cat $(DEMO_DIR)/logs/phase1_optuna/*/check_phase1.log 2>/dev/null; exit 1; }
+	@if [ ! -f $(DEMO_DIR)/report.html ] || [ -n "$$(find $(DEMO_DIR)/results $(DEMO_DIR)/analysis \
+	    $(DEMO_DIR)/config workflow -newer $(DEMO_DIR)/report.html -print -quit)" ]; then \
 	  $(BIN)/snakemake --profile profiles/demo --directory $(DEMO_DIR) --report report.html; \
 	fi
 	@echo
@@ -68,4 +70,5 @@ bench-search: env
 	$(BIN)/python benchmarks/run_all.py --render
 
 clean-demo:
-	rm -rf demo/results demo/analysis demo/logs demo/resources demo/benchmarks demo/.snakemake
+	rm -rf $(DEMO_DIR)/results $(DEMO_DIR)/analysis $(DEMO_DIR)/logs $(DEMO_DIR)/resources \
+	  $(DEMO_DIR)/benchmarks $(DEMO_DIR)/.snakemake $(DEMO_DIR)/report.html
