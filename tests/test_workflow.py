@@ -184,34 +184,37 @@ def test_vm_profiles_plan_only_their_share() -> None:
     assert _planned_jobs("--profile", "profiles/vm1", "--config", "seed=7")["run_study"] == 2
 
 
-def test_slurm_profile_sends_studies_to_the_gpu_partition() -> None:
-    # profiles/slurm itself (the executor test runs tests/slurm_profile on a GPU-less cluster): a dry run
-    # plans vm1's share with one GPU per study on the gpu partition, and keeps cheap rules local.
+def _slurm_dry_run_jobs(vm: str) -> list[str]:
+    """The jobs a dry run of profiles/slurm plans for one VM's share, as Snakemake prints them."""
     result = subprocess.run(
-        [*SNAKEMAKE, "--profile", "profiles/slurm", "-n", "--configfile", "config/config.yaml", "profiles/vm1/vm.yaml"],
+        [
+            *SNAKEMAKE,
+            "--profile",
+            "profiles/slurm",
+            "-n",
+            "--configfile",
+            "config/config.yaml",
+            f"profiles/{vm}/vm.yaml",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    jobs = (result.stdout + result.stderr).split("\nrule ")[1:]
-    studies = [job for job in jobs if job.startswith("run_study:")]
+    return (result.stdout + result.stderr).split("\nrule ")[1:]
+
+
+def test_slurm_profile_sends_studies_to_the_gpu_partition() -> None:
+    # profiles/slurm itself (the executor test runs tests/slurm_profile on a GPU-less cluster): a dry run
+    # plans vm1's share with one GPU per study on the gpu partition, and keeps cheap rules local.
+    studies = [job for job in _slurm_dry_run_jobs("vm1") if job.startswith("run_study:")]
     assert len(studies) == 2  # SQuAD v2, both methods
     for job in studies:
         assert "slurm_partition=gpu" in job and "gpu=1" in job and "cpus_per_task=8" in job
     assert all("localrule" not in job for job in studies)
     # vm2's share: MRPC and RTE have a confirmation stage, one GPU job per study too.
-    result = subprocess.run(
-        [*SNAKEMAKE, "--profile", "profiles/slurm", "-n", "--configfile", "config/config.yaml", "profiles/vm2/vm.yaml"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    jobs = (result.stdout + result.stderr).split("\nrule ")[1:]
-    confirmations = [job for job in jobs if job.startswith("confirm_top_trials:")]
+    confirmations = [job for job in _slurm_dry_run_jobs("vm2") if job.startswith("confirm_top_trials:")]
     assert len(confirmations) == 4  # MRPC and RTE, both methods; SST-2 has none
     for job in confirmations:
         assert "slurm_partition=gpu" in job and "gpu=1" in job and "localrule" not in job

@@ -44,10 +44,8 @@ def best_complete_trial(trials: Iterable[FrozenTrial]) -> FrozenTrial | None:
     scores move in 2-point steps, so ties are common, and the saved model, the export and the review
     must all name the same trial.
     """
-    complete = [trial for trial in trials if trial.state == TrialState.COMPLETE and trial.value is not None]
-    if not complete:
-        return None
-    return max(complete, key=lambda trial: (float(trial.value), -trial.number))
+    ranked = top_complete_trials(trials, 1)
+    return ranked[0] if ranked else None
 
 
 def beats(value: float, number: int, best: FrozenTrial | None) -> bool:
@@ -57,8 +55,9 @@ def beats(value: float, number: int, best: FrozenTrial | None) -> bool:
     return value > float(best.value) or (value == float(best.value) and number < best.number)
 
 
-def top_complete_trials(trials: Iterable[FrozenTrial], k: int) -> list[FrozenTrial]:
-    """The ``k`` best COMPLETE trials, in the order of :func:`best_complete_trial`."""
+def top_complete_trials(trials: Iterable[FrozenTrial], k: int | None = None) -> list[FrozenTrial]:
+    """The ``k`` best COMPLETE trials (all with ``None``): highest value first, ties to the lower number.
+    The one ranking behind the best trial, the models a study keeps and the confirmation candidates."""
     complete = [trial for trial in trials if trial.state == TrialState.COMPLETE and trial.value is not None]
     return sorted(complete, key=lambda trial: (-float(trial.value), trial.number))[:k]
 

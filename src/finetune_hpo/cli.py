@@ -23,6 +23,7 @@ from finetune_hpo.gpus import claim_gpu
 from finetune_hpo.jobs import workflow_job
 from finetune_hpo.report import render_terminal, write_summary
 from finetune_hpo.review import StudyFiles, review_phase1
+from finetune_hpo.storage import StudyPaths
 
 logger = logging.getLogger("finetune_hpo")
 
@@ -47,7 +48,7 @@ class ResultsLayout:
         return self.study_dir(study_name) / "trials.csv"
 
     def confirmation(self, study_name: str) -> Path:
-        return self.study_dir(study_name) / "confirmation.json"
+        return StudyPaths(self.study_dir(study_name)).confirmation
 
     def best_model_scores(self, study_name: str) -> Path:
         return self.study_dir(study_name) / "best_model_scores.json"

@@ -28,7 +28,13 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from finetune_hpo.best_model import point_best_model, read_best_model_info, save_trial_model, trial_model_dir
+from finetune_hpo.best_model import (
+    point_best_model,
+    read_best_model_info,
+    save_trial_model,
+    top_complete_trials,
+    trial_model_dir,
+)
 from finetune_hpo.io import write_json_atomic
 from finetune_hpo.models import load_base_model
 from finetune_hpo.objective import best_model_card_info, trial_model_info
@@ -67,11 +73,9 @@ def top_candidates(trials: Sequence[FrozenTrial], k: int) -> list[FrozenTrial]:
 
     A configuration that TPE proposed twice is one candidate, represented by its better trial.
     """
-    complete = [trial for trial in trials if trial.state == TrialState.COMPLETE and trial.value is not None]
-    ranked = sorted(complete, key=lambda trial: (-float(trial.value), trial.number))
     candidates: list[FrozenTrial] = []
     seen: set[str] = set()
-    for trial in ranked:
+    for trial in top_complete_trials(trials):
         key = json.dumps(trial.params, sort_keys=True, default=str)
         if key not in seen:
             seen.add(key)
