@@ -243,6 +243,20 @@ def trial_arguments(setup: TrainingSetup, output_dir: str, **arguments: Any) -> 
     )
 
 
+def exclude_from_garbage_collection() -> None:
+    """Move every object alive now (imported modules, the loaded data and base model) out of the collector's
+    reach, before the trials start.
+
+    Each trial's Trainer calls ``gc.collect()`` (accelerate's ``free_memory`` at the start of ``train``), and
+    CPython's collector walks every tracked object: with torch, transformers and peft imported that took
+    0.22 s per trial on the demo's CPU, about 7% of a small trial. Frozen objects are still freed when
+    their reference count drops; only reference cycles among them are never collected, and these objects
+    live as long as the job anyway.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def free_accelerator_memory() -> None:
     """Collect garbage and return cached CUDA blocks to the driver (a no-op on a CPU)."""
     gc.collect()
