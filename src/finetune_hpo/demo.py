@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -269,6 +269,33 @@ def write_corpus(path: Path, n_sentences: int, seed: int) -> None:
     write_text_atomic(path, "".join(sentence + "\n" for sentence in corpus_sentences(n_sentences, seed)))
 
 
+def corpus_vocabulary(lines: Iterable[str]) -> list[str]:
+    """A WordPiece vocabulary in which every word of the corpus is one token, in a fixed order.
+
+    BERT's special tokens come first, then the corpus's words, single characters and ``##`` characters
+    (the fallback for a word the corpus lacks), each sorted. The words are split by BERT's own normalizer
+    and pre-tokenizer, so the tokenizer built on this vocabulary sees exactly these words.
+
+    Why not ``tokenizers``' WordPiece trainer: its vocabulary changes from one run to the next on the same
+    corpus (huggingface/tokenizers#1794: ids come from hash-map iteration order and break ties between
+    merges), and with it the pretrained model and every demo score. On the demo's 168-word corpus the
+    trainer made each word one token anyway.
+    """
+    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
+
+    normalizer = BertNormalizer(lowercase=True)
+    pre_tokenizer = BertPreTokenizer()
+    words = {word for line in lines for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(line))}
+    characters = sorted({character for word in words for character in word})
+    return [
+        *("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"),
+        *sorted(words - set(characters)),
+        *characters,
+        *(f"##{character}" for character in characters),
+    ]
+
+
 def build_tiny_model(
     corpus_path: Path,
     out_dir: Path,
@@ -277,11 +304,11 @@ def build_tiny_model(
     pretrain_steps: int,
     hidden_size: int = 128,
     num_layers: int = 2,
-    vocab_size: int = 1000,
     max_length: int = 128,
     threads: int = 1,
 ) -> dict[str, Any]:
-    """Train a WordPiece tokenizer on the corpus, then a tiny BERT by masked-LM, and save both.
+    """Build a word-level WordPiece tokenizer from the corpus, pretrain a tiny BERT on it by masked-LM,
+    and save both. The same corpus, seed and thread count give the same files.
 
     Args:
         corpus_path: One sentence per line.
@@ -290,22 +317,21 @@ def build_tiny_model(
         pretrain_steps: Masked-LM optimizer steps (fixed, so the model is the same on every machine).
         hidden_size: Width of the tiny BERT.
         num_layers: Transformer layers.
-        vocab_size: WordPiece vocabulary size.
         max_length: Position embeddings (longest input).
         threads: CPU threads for torch.
     """
     import torch
-    from tokenizers import BertWordPieceTokenizer
     from transformers import BertConfig, BertForMaskedLM, BertTokenizer, DataCollatorForLanguageModeling, set_seed
 
     torch.set_num_threads(max(1, threads))
     set_seed(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = corpus_path.read_text().splitlines()
-    word_piece = BertWordPieceTokenizer(lowercase=True)
-    word_piece.train_from_iterator(lines, vocab_size=vocab_size, min_frequency=1, show_progress=False)
+    vocabulary = corpus_vocabulary(lines)
     # transformers 5: BertTokenizer is the fast (tokenizers-backed) one and takes the vocabulary directly.
-    tokenizer = BertTokenizer(vocab=word_piece.get_vocab(), do_lower_case=True, model_max_length=max_length)
+    tokenizer = BertTokenizer(
+        vocab={token: index for index, token in enumerate(vocabulary)}, do_lower_case=True, model_max_length=max_length
+    )
 
     config = BertConfig(
         vocab_size=len(tokenizer),

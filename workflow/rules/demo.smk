@@ -51,5 +51,6 @@ if is_demo_model():
         params:
             seed=config["seed"],
             pretrain_steps=config["demo"]["pretrain_steps"],
+            hidden_size=config["demo"]["hidden_size"],
         script:
             "../scripts/build_demo_model.py"

@@ -1,4 +1,4 @@
-"""Rule build_demo_model: a WordPiece tokenizer and a tiny BERT pretrained by masked-LM on the demo corpus."""
+"""Rule build_demo_model: a word-level WordPiece tokenizer and a tiny BERT, pretrained by masked-LM on the corpus."""
 
 import logging
 from pathlib import Path
@@ -13,6 +13,7 @@ with workflow_job(smk.log[0]):
         Path(smk.output.model),
         seed=smk.params.seed,
         pretrain_steps=smk.params.pretrain_steps,
+        hidden_size=smk.params.hidden_size,
         threads=smk.threads,
     )
     logging.getLogger("finetune_hpo").info("tiny model: %s", info)
