@@ -176,6 +176,19 @@ def get_confirmation_output(wildcards):
     )
 
 
+def get_study_priority(wildcards):
+    """Longest first: the trainings a task's study and confirmation stage will run (n_trials, plus
+    confirm_top_k x (confirm_seeds - 1)) times its training tier. Snakemake starts ready jobs in priority
+    order, so the costliest chains start first and the jobs left at the end are short ones (measured on
+    the demo: without it, the two confirmation jobs, then the SQuAD v2 studies, ran alone at the end).
+    """
+    confirmation = confirmation_settings(wildcards.task)
+    trainings = config["optuna"]["n_trials"] + confirmation["confirm_top_k"] * (
+        confirmation["confirm_seeds"] - 1
+    )
+    return trainings * get_train_size(wildcards)
+
+
 def get_confirmation_max_rows(wildcards):
     """Held-out validation rows: they score the saved best model and rank confirmed candidates (0 when
     neither is on)."""

@@ -37,6 +37,7 @@ rule tokenize_dataset:
         f"{LOGS}/tokenize_dataset/{{task}}.log",
     benchmark:
         "results/benchmarks/tokenize_dataset/{task}.tsv"
+    priority: get_study_priority
     conda:
         "../../environment.yml"
     threads: 1

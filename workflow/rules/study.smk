@@ -43,6 +43,7 @@ rule run_study:
         f"{LOGS}/run_study/{{task}}_{{method}}.log",
     benchmark:
         "results/benchmarks/run_study/{task}_{method}.tsv"
+    priority: get_study_priority
     conda:
         "../../environment.yml"
     threads: 1
@@ -72,6 +73,7 @@ rule confirm_top_trials:
         f"{LOGS}/confirm_top_trials/{{task}}_{{method}}.log",
     benchmark:
         "results/benchmarks/confirm_top_trials/{task}_{method}.tsv"
+    priority: get_study_priority
     conda:
         "../../environment.yml"
     threads: 1
