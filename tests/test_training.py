@@ -87,3 +87,25 @@ def test_base_model_loads_in_float32_with_a_seeded_head(tiny_model: Path, tmp_pa
     first, second = (load_base_model(task, str(tiny_model), seed=1) for _ in range(2))
     assert torch.equal(first.classifier.weight, second.classifier.weight)
     assert not torch.equal(first.classifier.weight, load_base_model(task, str(tiny_model), seed=2).classifier.weight)
+
+
+@pytest.mark.parametrize("method", ["full_finetune", "lora"])
+def test_counted_once_flops_equal_the_stock_trainers(tiny_model: Path, tmp_path: Path, method: str) -> None:
+    # The trial's Trainer counts the model's parameters once per model instead of on every step: the FLOPs it
+    # adds up must be the stock Trainer's, for a full model and for a peft model, and follow a swapped model.
+    from transformers import Trainer, TrainingArguments
+
+    from finetune_hpo.trainer import in_order_trainer_class
+
+    task = TASKS["sst2"]
+    params = HyperParameters(learning_rate=1e-3, batch_size=8, num_train_epochs=1, lora_rank=4, lora_alpha=8)
+    base = load_base_model(task, str(tiny_model), seed=5)
+    model = build_trial_model(base, task, method, params, ["query", "value"])
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    ours, stock = in_order_trainer_class()(model=model, args=args), Trainer(model=model, args=args)
+    inputs = {"input_ids": torch.ones(4, 7, dtype=torch.long)}
+    assert ours.floating_point_ops(inputs) == stock.floating_point_ops(inputs) > 0
+    assert ours.floating_point_ops(inputs) == stock.floating_point_ops(inputs)  # from the stored count
+    ours.model = stock.model = build_trial_model(base, task, "full_finetune", params)
+    assert ours.floating_point_ops(inputs) == stock.floating_point_ops(inputs)
+    assert ours.floating_point_ops({"labels": torch.ones(4)}) == stock.floating_point_ops({"labels": torch.ones(4)})

@@ -45,7 +45,7 @@ from finetune_hpo.storage import StudyError, StudyPaths, open_storage
 from finetune_hpo.study import confirmation_rows_sha256, fail_interrupted_trials, sigterm_as_interrupt
 from finetune_hpo.tracking import TrialRun
 from finetune_hpo.trainer import NaNLossError, stop_requested
-from finetune_hpo.training import TrainingSetup, exclude_from_garbage_collection, train_and_evaluate
+from finetune_hpo.training import TrainingSetup, frozen_for_garbage_collection, train_and_evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def run_confirmation(
         return runner
 
     if missing:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(), frozen_for_garbage_collection():
             for number, (candidate, seed) in enumerate(missing, start=1):
                 logger.info(
                     "confirmation run %d/%d: trial %d's configuration with seed %d",
@@ -328,7 +328,6 @@ class _Runner:
         self.tokenizer = load_tokenizer(settings.model_name_or_path)
         self.data = load_tokenized(tokenized_dir)
         self._base: tuple[int, torch.nn.Module] | None = None
-        exclude_from_garbage_collection()
 
     def base_model(self, seed: int) -> torch.nn.Module:
         """The pretrained model with its task head initialised from ``seed`` (one seed's kept at a time)."""

@@ -32,7 +32,7 @@ from finetune_hpo.settings import StudySettings
 from finetune_hpo.storage import StudyError, StudyPaths, open_storage
 from finetune_hpo.tracking import log_study_summary
 from finetune_hpo.trainer import stop_requested
-from finetune_hpo.training import TrainingSetup, exclude_from_garbage_collection
+from finetune_hpo.training import TrainingSetup, frozen_for_garbage_collection
 from finetune_hpo.trial_records import trials_table_rows, write_best_predictions, write_trials_table
 
 logger = logging.getLogger(__name__)
@@ -132,17 +132,17 @@ def run_study(
             best_model_info=best_model_card_info(settings, data_summary) if save_best else None,
             confirmation_sha256=confirmation_rows_sha256(data_summary),
         )
-        exclude_from_garbage_collection()
         try:
-            _optimize_until_complete(
-                study,
-                objective,
-                n_trials,
-                settings.max_consecutive_failures,
-                paths.trials_progress,
-                paths.best_model if save_best else None,
-                settings.selection.models_kept,
-            )
+            with frozen_for_garbage_collection():
+                _optimize_until_complete(
+                    study,
+                    objective,
+                    n_trials,
+                    settings.max_consecutive_failures,
+                    paths.trials_progress,
+                    paths.best_model if save_best else None,
+                    settings.selection.models_kept,
+                )
         except KeyboardInterrupt:
             if not isinstance(storage, optuna.storages.RDBStorage):
                 # A signal that lands between Optuna creating a trial and running it leaves the trial

@@ -96,7 +96,7 @@ def in_order_trainer_class(base: type | None = None) -> type:
     from transformers import Trainer
 
     class InOrderEvaluationTrainer(base or Trainer):  # type: ignore[misc, valid-type]
-        _non_embedding_parameters: int | None = None
+        _non_embedding_parameters: tuple[int, int] | None = None  # (id of the model, its count)
 
         def _get_eval_sampler(self, eval_dataset: Any) -> Any:
             # Also with several processes: accelerate shards a sequential loader in order (the stock
@@ -106,13 +106,15 @@ def in_order_trainer_class(base: type | None = None) -> type:
         def floating_point_ops(self, inputs: dict[str, Any]) -> int:
             # The stock method counts the model's non-embedding parameters on every training step, walking
             # every module and parameter: 1.3 ms a step, ~7% of a small model's step on a CPU. The count
-            # cannot change during training, so it is taken once; the total_flos logged are the same.
+            # cannot change while one model trains, so it is taken once per model (a model_init Trainer
+            # swaps self.model); the total_flos logged are the same.
             main_input = getattr(self.model, "main_input_name", "input_ids")
             if main_input not in inputs or not hasattr(self.model, "num_parameters"):
                 return 0
-            if self._non_embedding_parameters is None:
-                self._non_embedding_parameters = self.model.num_parameters(exclude_embeddings=True)
-            return 6 * inputs[main_input].numel() * self._non_embedding_parameters
+            if self._non_embedding_parameters is None or self._non_embedding_parameters[0] != id(self.model):
+                count = self.model.num_parameters(exclude_embeddings=True)
+                self._non_embedding_parameters = (id(self.model), count)
+            return 6 * inputs[main_input].numel() * self._non_embedding_parameters[1]
 
     return InOrderEvaluationTrainer
 
