@@ -178,9 +178,12 @@ def get_confirmation_output(wildcards):
 
 def get_study_priority(wildcards):
     """Longest first: the trainings a task's study and confirmation stage will run (n_trials, plus
-    confirm_top_k x (confirm_seeds - 1)) times its training tier. Snakemake starts ready jobs in priority
-    order, so the costliest chains start first and the jobs left at the end are short ones (measured on
-    the demo: without it, the two confirmation jobs, then the SQuAD v2 studies, ran alone at the end).
+    confirm_top_k x (confirm_seeds - 1)) times its training tier, as the priority of every job on the way
+    from the task's tokenization to a study's export. Snakemake starts ready jobs in priority order, so the
+    costliest chains start first, each chain's scoring and export follow its study (on a one-GPU VM they do
+    not wait behind every other study), and the jobs left at the end are short ones (measured on the demo:
+    without it, the two confirmation jobs ran alone for the last 21 s). With SLURM, the cluster's queue
+    decides the order instead.
     """
     confirmation = confirmation_settings(wildcards.task)
     trainings = config["optuna"]["n_trials"] + confirmation["confirm_top_k"] * (

@@ -13,6 +13,7 @@ rule run_study_worker:
         f"{LOGS}/run_study/{{task}}_{{method}}.worker{{worker}}.log",
     benchmark:
         "results/benchmarks/run_study/{task}_{method}.worker{worker}.tsv"
+    priority: get_study_priority
     conda:
         "../../environment.yml"
     threads: 1
@@ -104,6 +105,7 @@ rule score_best_model:
         f"{LOGS}/score_best_model/{{task}}_{{method}}.log",
     benchmark:
         "results/benchmarks/score_best_model/{task}_{method}.tsv"
+    priority: get_study_priority
     conda:
         "../../environment.yml"
     threads: 1
@@ -127,6 +129,7 @@ rule export_best_config:
         optimal="analysis/{task}_{method}_optimal.yaml",
     log:
         f"{LOGS}/export_best_config/{{task}}_{{method}}.log",
+    priority: get_study_priority
     conda:
         "../../environment.yml"
     threads: 1
