@@ -44,18 +44,26 @@ def test_the_demo_model_is_byte_identical_across_processes(tmp_path: Path) -> No
     assert {"model.safetensors", "tokenizer.json", "config.json"} <= set(builds[0])
 
 
-def test_every_corpus_word_is_one_token_and_no_task_text_is_unknown(tmp_path: Path) -> None:
+def test_every_word_the_generators_use_is_one_token_and_no_task_text_is_unknown() -> None:
+    import random
+
     from transformers import BertTokenizer
 
-    from finetune_hpo.demo import corpus_sentences
+    from finetune_hpo import demo
 
-    lines = list(corpus_sentences(1500, seed=0))
-    vocabulary = corpus_vocabulary(lines)
+    vocabulary = corpus_vocabulary(demo.corpus_sentences(20000, seed=42))  # the demo's corpus
     assert len(vocabulary) == len(set(vocabulary))
     assert vocabulary[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(vocabulary)}, do_lower_case=True)
-    words = {word for line in lines for word in line.lower().split()}
-    assert all(len(tokenizer.tokenize(word)) == 1 for word in words if word.isalpha())
-    # A word the corpus lacks falls back to its characters (WordPiece's ## pieces), not [UNK].
-    assert tokenizer.tokenize("lampsa") != ["[UNK]"]
-    assert "[UNK]" not in tokenizer.tokenize(" ".join(lines[:200]))
+    word_lists = (demo.NAMES, demo.PLACES, demo.OBJECTS, demo.COLORS, demo.DAYS, demo.POSITIVE, demo.NEGATIVE)
+    for word in {word for words in word_lists for phrase in words for word in phrase.lower().split()}:
+        assert tokenizer.tokenize(word) == [word], word
+    # Rows the corpus was not written from (another seed, every task): nothing becomes [UNK].
+    for task, generator in demo.GENERATORS.items():
+        rng = random.Random(f"unseen-{task}")
+        for index in range(200):
+            row = generator(rng, index)
+            for text in (value for key, value in row.items() if isinstance(value, str) and key not in ("id", "title")):
+                assert tokenizer.unk_token not in tokenizer.tokenize(text), (task, text)
+    # A word outside the corpus falls back to WordPiece's ## characters, not [UNK].
+    assert tokenizer.tokenize("lampsa")[0] != "[UNK]"
