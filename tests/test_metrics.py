@@ -15,6 +15,29 @@ def test_classification_metrics_in_percent() -> None:
     assert metrics["f1"] == pytest.approx(200 / 3)
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_classification_metrics_are_scikit_learns(seed: int) -> None:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rng = np.random.default_rng(seed)
+    size = int(rng.integers(1, 60))
+    # Every case, from mostly positive to no positives at all on either side (F1's zero division).
+    labels = (rng.random(size) < rng.random()).astype(int)
+    predictions = (rng.random(size) < (rng.random() if seed % 5 else 0.0)).astype(int)
+    ours = classification_metrics(predictions, labels)
+    assert ours["accuracy"] == pytest.approx(100 * accuracy_score(labels, predictions), abs=1e-12)
+    assert ours["f1"] == pytest.approx(
+        100 * f1_score(labels, predictions, pos_label=1, average="binary", zero_division=0), abs=1e-12
+    )
+
+
+def test_classification_metrics_refuse_mismatched_or_empty_inputs() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        classification_metrics(np.array([], dtype=int), np.array([], dtype=int))
+    with pytest.raises(ValueError, match="as many"):
+        classification_metrics(np.array([0, 1]), np.array([1]))
+
+
 def test_normalization_drops_case_punctuation_articles_and_extra_space() -> None:
     assert normalize_answer("  The  Eiffel-Tower, in   PARIS! ") == "eiffeltower in paris"
     assert normalize_answer("an apple a day") == "apple day"

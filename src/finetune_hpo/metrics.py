@@ -1,4 +1,4 @@
-"""Metrics, in percent: scikit-learn for classification, the official SQuAD v2 scoring rewritten here.
+"""Metrics, in percent: GLUE's accuracy and binary F1, and the official SQuAD v2 scoring rewritten here.
 
 The ``evaluate`` package fetches its metric scripts from the hub, so it cannot run offline; SQuAD v2's
 exact match and F1 are short enough to carry, following the official evaluate-v2.0.py normalization.
@@ -20,16 +20,24 @@ _PUNCTUATION = set(string.punctuation)
 def classification_metrics(predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Accuracy and F1 of the positive class (label 1), both in percent.
 
+    The same numbers as scikit-learn's ``accuracy_score`` and ``f1_score(pos_label=1, average="binary",
+    zero_division=0)``, which GLUE's metric wraps (``test_metrics.py`` checks them against it), computed
+    with numpy: importing scikit-learn took 1.0 s in each study and scoring job, and the bootstrap standard
+    error of F1 calls this 1,000 times (1.7 s with scikit-learn for 200 rows, 0.02 s with numpy).
+
     Args:
         predictions: Predicted label ids.
         labels: Gold label ids.
     """
-    # Imported here: scikit-learn takes ~1 s to import, and every workflow job imports this module.
-    from sklearn.metrics import accuracy_score, f1_score
-
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    if predictions.shape != labels.shape or labels.size == 0:
+        raise ValueError(f"{predictions.shape} predictions for {labels.shape} labels: need as many, at least one")
+    true_positives = int(np.sum((predictions == 1) & (labels == 1)))
+    # 2TP + FP + FN: every row predicted or labelled positive, the true positives twice.
+    denominator = int(np.sum(predictions == 1)) + int(np.sum(labels == 1))
     return {
-        "accuracy": 100.0 * float(accuracy_score(labels, predictions)),
-        "f1": 100.0 * float(f1_score(labels, predictions, pos_label=1, average="binary", zero_division=0)),
+        "accuracy": 100.0 * float(np.mean(predictions == labels)),
+        "f1": 100.0 * 2 * true_positives / denominator if denominator else 0.0,
     }
 
 
