@@ -73,19 +73,22 @@ def test_demo_slice_exports_valid_optimal_configs(demo_run: Path) -> None:
         assert document["metric"] == ("f1" if study.startswith("squad") else "accuracy")
         assert (demo_run / "results" / "studies" / study / "trials.csv").is_file()
         assert (demo_run / "logs" / "phase1_optuna" / "all" / "run_study" / f"{study}.log").is_file()
-    # The demo confirms SST-2's top 3 configurations with 3 seeds; the winner is exported and its saved
+    # The demo confirms SST-2's top configurations with 3 seeds; the winner is exported and its saved
     # model is what rule score_best_model re-scored.
+    selection = _slice_config()["tasks"]["sst2"]["selection"]
+    assert selection == {"confirm_top_k": 2, "confirm_seeds": 3}
     for study in ("sst2_full_finetune", "sst2_lora"):
         document = load_optimal(demo_run / "analysis" / f"{study}_optimal.yaml")
         confirmation = document["confirmation"]
-        assert confirmation["runs"] == 9 and confirmation["seeds"] == [42, 43, 44]
+        assert confirmation["runs"] == 2 * 3 and confirmation["seeds"] == [42, 43, 44]
         assert document["best_trial"] == confirmation["winner_trial"]
         assert document["best_model"]["trial"] == confirmation["winner_trial"] and document["best_model"]["reproduced"]
         assert (demo_run / "results" / "figures" / study / "confirmation_seeds.png").is_file()
     assert load_optimal(demo_run / "analysis" / "squad_v2_lora_optimal.yaml")["confirmation"] is None
     # SQuAD keeps the best trial's predictions for error analysis.
     predictions = (demo_run / "results/studies/squad_v2_lora/best_predictions.jsonl").read_text().splitlines()
-    assert len(predictions) == round(80 * 0.3334) and '"null_score"' in predictions[0]
+    assert len(predictions) == round(80 * _slice_config()["tasks"]["squad_v2"]["validation_fraction"])
+    assert '"null_score"' in predictions[0]
 
 
 def test_rerun_of_a_finished_workflow_does_nothing(demo_run: Path) -> None:
