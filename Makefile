@@ -55,7 +55,7 @@ dryrun: env
 	$(BIN)/snakemake --profile profiles/vm1 -n
 	$(BIN)/snakemake --profile profiles/vm2 -n
 
-# Sections 1-4 of BENCHMARKS.md (about 15 minutes on 2 cores).
+# Sections 1-4 of BENCHMARKS.md (about 15 minutes on 2 cores, three cold demos among them).
 bench: env
 	$(BIN)/python benchmarks/run_all.py
 
