@@ -81,6 +81,37 @@ def prepare_task(workdir: Path, config: dict, task_name: str) -> dict[str, Any]:
     return summary
 
 
+def trial_provenance(batch_size: int = 2) -> dict[str, Any]:
+    """The user attributes a real trial records about how it trained (what the export's provenance holds),
+    for studies the tests build by hand."""
+    from finetune_hpo.models import library_versions
+
+    return {
+        "precision": "fp32",
+        "per_device_batch_size": batch_size,
+        "gradient_accumulation_steps": 1,
+        "n_gpu": 0,
+        "gpu_name": None,
+        "effective_batch_size": batch_size,
+        "versions": library_versions(),
+        "sampler_seed": 42,
+    }
+
+
+def assert_trials_learned(values, summary: dict, metric: str, margin: float = 5.0) -> None:
+    """The guard of every test that compares scores: they differ, and the best beats the best constant
+    prediction on the selection set by ``margin`` points. A model that never learns scores the same
+    constant whatever the code does, and a test comparing such scores cannot fail."""
+    from finetune_hpo.review import majority_baseline
+
+    values = [float(value) for value in values]
+    baseline = majority_baseline(metric, summary["splits"]["validation"]["strata"])
+    assert len(set(values)) > 1, f"every trial or seed scored {values[0]}: the test would compare constants"
+    assert baseline is not None and max(values) > baseline + margin, (
+        f"the best score {max(values):.2f} does not beat the constant prediction's {baseline:.2f}: nothing learned"
+    )
+
+
 def write_config(path: Path, config: dict) -> Path:
     path.write_text(yaml.safe_dump(json.loads(json.dumps(config))))
     return path

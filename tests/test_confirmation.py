@@ -16,19 +16,22 @@ from optuna.trial import TrialState, create_trial
 
 from finetune_hpo.best_model import read_best_model_info, trial_model_dir
 from finetune_hpo.config import ConfigError, check_config, study_settings
-from finetune_hpo.confirmation import (
-    confirmation_study_name,
-    paired_test,
-    run_confirmation,
-    summarize,
-    top_candidates,
-)
+from finetune_hpo.confirmation import confirmation_study_name, run_confirmation, top_candidates
+from finetune_hpo.estimates import paired_test, summarize
 from finetune_hpo.export import export_study, load_optimal
 from finetune_hpo.storage import JOURNAL_NAME, StudyPaths, open_storage
 from finetune_hpo.study import run_study
-from tests.helpers import freeze_in_a_running_trial, journal_trials, prepare_task, small_config, write_config
+from tests.helpers import (
+    assert_trials_learned,
+    freeze_in_a_running_trial,
+    journal_trials,
+    prepare_task,
+    small_config,
+    write_config,
+)
 
-STUDY = "sst2_lora"
+STUDY = "rte_lora"
+TASK = "rte"  # the tests' model learns its synthetic rows (conftest.tiny_model): seeds then differ
 
 
 def _trial(number: int, value: float, lr: float) -> optuna.trial.FrozenTrial:
@@ -56,6 +59,19 @@ def test_paired_test_separates_a_consistent_gap_and_not_noise() -> None:
     assert "paired t-test" in noisy["test"]
     # A diverged seed drops out of the pairs; one pair is no test.
     assert paired_test([80.0, None], [70.0, 72.0])["p_value"] is None
+
+
+def test_a_constant_gap_left_uneven_by_float_rounding_is_no_test() -> None:
+    # Accuracies on 60 rows, the runner-up 2 rows behind on every seed: the differences are 3.333... each, but
+    # float subtraction leaves them 4e-15 apart, which made t ~ 1e15, p ~ 5e-31 and "separable".
+    winner = [100 * 34 / 60, 100 * 48 / 60, 100 * 32 / 60]
+    runner_up = [100 * 32 / 60, 100 * 46 / 60, 100 * 30 / 60]
+    assert len({a - b for a, b in zip(winner, runner_up, strict=True)}) > 1  # the rounding is really there
+    result = paired_test(winner, runner_up)
+    assert result["p_value"] is None and result["separable"] is False
+    assert "undefined" in result["note"] and result["sd_difference"] == 0.0
+    # A real, if small, spread is still tested.
+    assert paired_test([80.0, 81.0, 79.5], [76.0, 78.0, 76.0])["p_value"] is not None
 
 
 def test_winner_is_the_best_mean_on_the_confirmation_set_not_the_lucky_seed() -> None:
@@ -94,9 +110,17 @@ def test_confirm_top_k_larger_than_the_study_is_refused(tmp_path: Path) -> None:
 
 
 def _confirmed_config(tmp_path: Path, tiny_model: Path, n_trials: int = 3, top_k: int = 2, seeds: int = 2) -> dict:
-    config = small_config(tmp_path, tiny_model, n_trials=n_trials, train_size=120)
-    config["tasks"]["sst2"]["selection"] = {"confirm_top_k": top_k, "confirm_seeds": seeds}
+    config = small_config(tmp_path, tiny_model, tasks=(TASK,), n_trials=n_trials, train_size=160)
+    config["tasks"][TASK]["selection"] = {"confirm_top_k": top_k, "confirm_seeds": seeds}
     return check_config(config, check_data_files=False)
+
+
+def _assert_seeds_trained_differently(result: dict) -> None:
+    """Each candidate's seeds trained different heads and batches: their training losses all differ (a
+    stage that retrained with the study's seed while recording another would repeat the first run's)."""
+    for candidate in result["candidates"]:
+        losses = [run["train_loss"] for run in candidate["runs"]]
+        assert None not in losses and len(set(losses)) == len(losses), (candidate["trial"], losses)
 
 
 def _load(study_dir: Path, name: str) -> optuna.Study:
@@ -107,16 +131,18 @@ def test_confirmation_trains_each_missing_seed_once_and_the_export_names_the_win
     tmp_path: Path, tiny_model: Path
 ) -> None:
     config = _confirmed_config(tmp_path, tiny_model)
-    summary = prepare_task(tmp_path, config, "sst2")
-    settings = study_settings(config, "sst2", "lora")
+    summary = prepare_task(tmp_path, config, TASK)
+    settings = study_settings(config, TASK, "lora")
     study_dir = tmp_path / "results/studies" / STUDY
-    tokenized = tmp_path / "results/tokenized/sst2"
+    tokenized = tmp_path / f"results/tokenized/{TASK}"
     study = run_study(settings, tokenized, summary, study_dir)
+    assert_trials_learned([t.value for t in study.trials], summary, settings.task.metric)
     # With confirmation on, every trial is also scored on the held-out rows (not seen by the sampler).
     assert all(t.user_attrs["confirmation_value"] is not None for t in study.trials)
 
     result = run_confirmation(settings, tokenized, summary, study_dir)
     assert result["runs"] == 4 and result["trainings"] == 2 and result["seeds"] == [42, 43]
+    _assert_seeds_trained_differently(result)
     confirmations = _load(study_dir, confirmation_study_name(STUDY))
     assert [t.state for t in confirmations.trials] == [TrialState.COMPLETE] * 2
     assert sorted((t.user_attrs["source_trial"], t.user_attrs["seed"]) for t in confirmations.trials) == sorted(
@@ -135,7 +161,6 @@ def test_confirmation_trains_each_missing_seed_once_and_the_export_names_the_win
         )
     assert result["best_model"] == {"trial": result["winner_trial"], "retrained": False}
     assert json.loads((study_dir / "confirmation.json").read_text()) == result
-    # Seeds differ in the task head's initialisation too, not only in data order.
     runs = _load(study_dir, confirmation_study_name(STUDY)).trials
     assert {run.user_attrs["seed"] for run in runs} == {43}
 
@@ -144,11 +169,11 @@ def test_confirmation_trains_each_missing_seed_once_and_the_export_names_the_win
     assert len(_load(study_dir, confirmation_study_name(STUDY)).trials) == 2
     assert again == result
 
-    out = tmp_path / "analysis/sst2_lora_optimal.yaml"
+    out = tmp_path / f"analysis/{STUDY}_optimal.yaml"
     export_study(
         settings,
         study_dir,
-        tmp_path / "results/data/sst2/summary.json",
+        tmp_path / f"results/data/{TASK}/summary.json",
         out,
         confirmation_path=study_dir / "confirmation.json",
     )
@@ -163,14 +188,14 @@ def test_confirmation_trains_each_missing_seed_once_and_the_export_names_the_win
 def test_a_kill_during_confirmation_resumes_to_exactly_k_times_m_runs(tmp_path: Path, tiny_model: Path) -> None:
     config = _confirmed_config(tmp_path, tiny_model, n_trials=3, top_k=2, seeds=3)
     config["search_spaces"]["lora"]["num_train_epochs"] = {"type": "int", "low": 3, "high": 4}
-    summary = prepare_task(tmp_path, config, "sst2")
-    settings = study_settings(config, "sst2", "lora")
+    summary = prepare_task(tmp_path, config, TASK)
+    settings = study_settings(config, TASK, "lora")
     study_dir = tmp_path / "results/studies" / STUDY
-    run_study(settings, tmp_path / "results/tokenized/sst2", summary, study_dir)
+    run_study(settings, tmp_path / f"results/tokenized/{TASK}", summary, study_dir)
     config_path = write_config(tmp_path / "config.yaml", config)
     command = [
         sys.executable, "-m", "finetune_hpo.cli", "confirm", "--config", str(config_path),
-        "--task", "sst2", "--method", "lora", "--results", str(tmp_path / "results"),
+        "--task", TASK, "--method", "lora", "--results", str(tmp_path / "results"),
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     runs = journal_trials(study_dir / JOURNAL_NAME, confirmation_study_name(STUDY))
@@ -191,33 +216,38 @@ def test_a_kill_during_confirmation_resumes_to_exactly_k_times_m_runs(tmp_path: 
             assert trials[number].value == value and trials[number].user_attrs == attrs
     result = json.loads((study_dir / "confirmation.json").read_text())
     assert result["runs"] == 6 and all(len(c["runs"]) == 3 for c in result["candidates"])
+    _assert_seeds_trained_differently(result)
 
 
 def test_turning_confirmation_on_after_the_study_retrains_the_first_seed_too(tmp_path: Path, tiny_model: Path) -> None:
-    config = _confirmed_config(tmp_path, tiny_model, n_trials=2, top_k=1, seeds=2)
-    summary = prepare_task(tmp_path, config, "sst2")
+    config = _confirmed_config(tmp_path, tiny_model, n_trials=3, top_k=1, seeds=2)
+    summary = prepare_task(tmp_path, config, TASK)
     plain = yaml.safe_load(yaml.safe_dump(config))
-    plain["tasks"]["sst2"]["selection"] = {"confirm_top_k": 0}
+    plain["tasks"][TASK]["selection"] = {"confirm_top_k": 0}
     study_dir = tmp_path / "results/studies" / STUDY
-    tokenized = tmp_path / "results/tokenized/sst2"
+    tokenized = tmp_path / f"results/tokenized/{TASK}"
     study = run_study(
-        study_settings(check_config(plain, check_data_files=False), "sst2", "lora"), tokenized, summary, study_dir
+        study_settings(check_config(plain, check_data_files=False), TASK, "lora"), tokenized, summary, study_dir
     )
+    assert_trials_learned([t.value for t in study.trials], summary, "accuracy")
     assert "confirmation_value" not in study.trials[0].user_attrs
-    result = run_confirmation(study_settings(config, "sst2", "lora"), tokenized, summary, study_dir)
+    result = run_confirmation(study_settings(config, TASK, "lora"), tokenized, summary, study_dir)
     assert result["trainings"] == 2
-    first = result["candidates"][0]["runs"][0]
+    candidate = result["candidates"][0]
+    first = candidate["runs"][0]
     assert first["source"].startswith("confirmation trial") and first["confirmation_value"] is not None
-    # Seeded training reproduces the study's own run of that seed.
-    assert first["selection_value"] == pytest.approx(result["candidates"][0]["study_value"], abs=1e-6)
+    # Seeded training reproduces the study's own run of that seed: its score and what it trained.
+    assert first["selection_value"] == pytest.approx(candidate["study_value"], abs=1e-6)
+    assert first["train_loss"] == pytest.approx(study.trials[candidate["trial"]].user_attrs["train_loss"], rel=1e-6)
+    _assert_seeds_trained_differently(result)
 
 
 def test_scores_of_other_confirmation_rows_are_not_reused(tmp_path: Path, tiny_model: Path) -> None:
     config = _confirmed_config(tmp_path, tiny_model, n_trials=2, top_k=1, seeds=2)
-    summary = prepare_task(tmp_path, config, "sst2")
-    settings = study_settings(config, "sst2", "lora")
+    summary = prepare_task(tmp_path, config, TASK)
+    settings = study_settings(config, TASK, "lora")
     study_dir = tmp_path / "results/studies" / STUDY
-    tokenized = tmp_path / "results/tokenized/sst2"
+    tokenized = tmp_path / f"results/tokenized/{TASK}"
     run_study(settings, tokenized, summary, study_dir)
     assert run_confirmation(settings, tokenized, summary, study_dir)["trainings"] == 1
     # Other held-out rows (e.g. a new confirmation_max_rows): both seeds are scored again.

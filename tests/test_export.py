@@ -13,6 +13,7 @@ from finetune_hpo.config import check_config, study_settings
 from finetune_hpo.export import ExportError, load_optimal, write_optimal_config
 from finetune_hpo.storage import redact_url
 from tests.conftest import real_config
+from tests.helpers import trial_provenance
 
 SUMMARY = {
     "splits": {
@@ -36,7 +37,7 @@ def _study(values: list[float | None]) -> optuna.Study:
                 value=value,
                 params={"learning_rate": 1e-5 * (number + 1), "batch_size": 2},
                 distributions=distributions,
-                user_attrs={"metrics": {"f1": value or 0.0, "accuracy": 70.0}, "per_device_batch_size": 2},
+                user_attrs={"metrics": {"f1": value or 0.0, "accuracy": 70.0}, **trial_provenance()},
             )
         )
     study.set_user_attr("fingerprint", "0123456789abcdef")
@@ -153,3 +154,118 @@ def test_without_a_saved_model_only_accuracy_gets_a_binomial_error(tmp_path: Pat
     document = write_optimal_config(_study([60.0, 80.0]), rte, SUMMARY, tmp_path / "y.yaml", "journal")
     assert document["selection_standard_error"] == pytest.approx(100 * (0.8 * 0.2 / 50) ** 0.5)
     assert document["confirmation_value"] is None and document["best_model"] is None
+
+
+def _confirmation_summary(winner_values: list[float | None], top_k: int = 3) -> dict:
+    """A confirmation stage's summary whose winner (trial 2) has ``winner_values`` on the held-out rows."""
+    from finetune_hpo.estimates import seed_stats
+
+    def candidate(trial: int, values: list[float | None]) -> dict:
+        runs = [{"seed": 42 + i, "selection_value": 80.0, "confirmation_value": v} for i, v in enumerate(values)]
+        return {
+            "trial": trial,
+            "params": {"learning_rate": 1e-5 * (trial + 1), "batch_size": 2},
+            "runs": runs,
+            "selection": seed_stats([80.0] * len(values)),
+            "confirmation": seed_stats(values),
+        }
+
+    others = [candidate(trial, [70.0, 71.0, 69.0]) for trial in (0, 3)][: top_k - 1]
+    return {
+        "top_k": top_k,
+        "seeds": [42, 43, 44],
+        "ranked_on": "confirmation",
+        "runs": 3 * top_k,
+        "trainings": 2 * top_k,
+        "candidates": [candidate(2, winner_values), *others],
+        "winner_trial": 2,
+        "winner_params": {"learning_rate": 1e-5 * 3, "batch_size": 2},
+        "single_best_trial": 2,
+        "winner_changed": False,
+        "best_model": {"trial": 2, "retrained": False},
+    }
+
+
+def test_the_figure_to_plan_with_is_one_seed_without_confirmation(tmp_path: Path) -> None:
+    study = _study([71.0, None, 84.5, 80.0])
+    document = write_optimal_config(study, _settings(3), SUMMARY, tmp_path / "x.yaml", "journal", _scores(2, 84.5))
+    expected = document["expected_when_retrained"]
+    # The saved model's held-out score, labelled as one seed: its error covers rows, not seeds.
+    assert expected["value"] == document["confirmation_value"] == 78.0
+    assert expected["seeds"] == 1 and expected["includes_seed_variance"] is False
+    assert expected["standard_error"] == document["confirmation_standard_error"] == 5.0
+    assert "seed-to-seed variance is not included" in expected["basis"]
+    # Without a rescored model there is no held-out score, and nothing pretends to be one.
+    bare = write_optimal_config(study, _settings(3), SUMMARY, tmp_path / "y.yaml", "journal")
+    assert bare["expected_when_retrained"]["value"] is None
+    assert "optimistic" in bare["expected_when_retrained"]["basis"]
+
+
+def test_the_figure_to_plan_with_is_the_winners_seed_mean_with_seed_and_row_noise(tmp_path: Path) -> None:
+    import math
+
+    from finetune_hpo.estimates import expected_max_of_normals
+
+    study = _study([71.0, None, 84.5, 80.0])
+    seeds = [78.0, 62.0, 71.0]  # the first (the saved model) is the luckiest: the mean is what to expect
+    document = write_optimal_config(
+        study, _settings(3), SUMMARY, tmp_path / "x.yaml", "journal", _scores(2, 84.5), _confirmation_summary(seeds)
+    )
+    expected = document["expected_when_retrained"]
+    assert expected["value"] == pytest.approx(sum(seeds) / 3) and expected["value"] < document["confirmation_value"]
+    seed_sd = (sum((v - sum(seeds) / 3) ** 2 for v in seeds) / 2) ** 0.5
+    assert expected["seed_sd"] == pytest.approx(seed_sd)
+    # Seeds and rows: sqrt(sd^2 / seeds + SE_rows^2), SE_rows being the saved model's error on those rows.
+    assert expected["standard_error"] == pytest.approx(math.sqrt(seed_sd**2 / 3 + 5.0**2))
+    assert expected["includes_seed_variance"] is True and expected["seeds"] == 3 and expected["rows"] == 358
+    # The winner is the best of 3 means on these rows: the optimism is stated in points.
+    assert expected["best_of_k"] == 3
+    assert expected["best_of_k_optimism"] == pytest.approx(0.8463 * expected["standard_error"], rel=1e-3)
+    assert expected_max_of_normals(2) == pytest.approx(0.5642, abs=1e-4)
+    assert "best of 3" in expected["basis"]
+    assert load_optimal(tmp_path / "x.yaml")["expected_when_retrained"] == expected
+    # A diverged seed is left out of the mean and said so.
+    diverged = write_optimal_config(
+        study, _settings(3), SUMMARY, tmp_path / "y.yaml", "journal", _scores(2, 84.5),
+        _confirmation_summary([78.0, None, 71.0]),
+    )["expected_when_retrained"]  # fmt: skip
+    assert (
+        diverged["seeds"] == 2
+        and diverged["value"] == pytest.approx(74.5)
+        and "1 seed(s) diverged" in diverged["basis"]
+    )
+
+
+def test_a_retrained_winner_records_its_gap_to_the_study_run_and_the_check_warns_beyond_the_noise(
+    tmp_path: Path,
+) -> None:
+    from finetune_hpo.review import review_study
+
+    study = _study([71.0, None, 84.5, 80.0])
+    summary = _confirmation_summary([78.0, 62.0, 71.0])
+    for retrained_value, within in ((84.5, True), (60.0, False)):
+        summary["best_model"] = {"trial": 2, "retrained": True, "study_value": 84.5, "retrained_value": retrained_value}
+        out = tmp_path / f"mrpc_lora_{retrained_value}_optimal.yaml"
+        document = write_optimal_config(
+            study, _settings(3), SUMMARY, out, "journal", _scores(2, retrained_value), summary
+        )
+        best_model = document["best_model"]
+        # Reproduced: the reload scores what the export claims for the model it holds, the retraining.
+        assert best_model["reproduced"] is True and best_model["retrained_value"] == retrained_value
+        assert best_model["retrained_gap"] == pytest.approx(retrained_value - 84.5)
+        assert best_model["retrained_gap_within_noise"] is within
+        out.rename(tmp_path / "mrpc_lora_optimal.yaml")
+        review = review_study(
+            "mrpc_lora", tmp_path / "mrpc_lora_optimal.yaml", study, expected_trials=3, n_startup_trials=4
+        )
+        assert review.criteria["retrained_gap"] == ("PASS" if within else "WARN") and not review.failed
+
+
+def test_a_reload_that_predicts_other_rows_is_not_reproduced_even_at_the_same_score(tmp_path: Path) -> None:
+    scores = _scores(2, 84.5)
+    scores["scores"]["validation"] |= {"prediction_agreement": 0.96, "predictions_compared": 50}
+    document = write_optimal_config(
+        _study([71.0, None, 84.5]), _settings(2), SUMMARY, tmp_path / "x.yaml", "journal", scores
+    )
+    assert document["best_model"]["difference"] == 0 and document["best_model"]["reproduced"] is False
+    assert document["best_model"]["prediction_agreement"] == 0.96

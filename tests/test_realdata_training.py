@@ -57,9 +57,9 @@ def test_squad_v2_real_rows_train_and_score(realdata: Path, tmp_path: Path, tiny
     assert 0.0 <= outcome.value <= 100.0
     assert {"exact", "f1", "HasAns_f1", "NoAns_f1", "total"} <= set(outcome.metrics)
     assert outcome.metrics["total"] == 20
-    assert len(outcome.qa_predictions) == 20
+    assert len(outcome.predictions) == 20
     contexts = {row["id"]: row["context"] for row in tokenized.validation_examples}
-    for prediction in outcome.qa_predictions:  # every answer is a span of its own context
+    for prediction in outcome.predictions:  # every answer is a span of its own context
         assert prediction.prediction_text in contexts[prediction.id]
     assert outcome.trainable_parameters < outcome.total_parameters
 

@@ -19,13 +19,16 @@ from finetune_hpo.export import render_yaml, write_optimal_config
 from finetune_hpo.report import TABLE_COLUMNS, render_csv, render_markdown, render_terminal, table_rows
 from finetune_hpo.review import StudyReview, majority_baseline, review_study
 from tests.conftest import real_config
+from tests.helpers import trial_provenance
 
 SUMMARY = {"splits": {split: {"size": 10, "sha256": "c" * 64} for split in ("train", "validation")}}
+FINGERPRINT = "0123456789abcdef"  # what a real study stores (definition.fingerprint)
 VALUES = [60.0, 72.0, 65.0, 58.0, 70.0, 80.0, 79.0, 61.0, 75.0, 77.0]
 
 
 def _study() -> optuna.Study:
     study = optuna.create_study(study_name="rte_full_finetune", direction="maximize")
+    study.set_user_attr("fingerprint", FINGERPRINT)
     distributions = {
         "learning_rate": FloatDistribution(1e-6, 1e-4, log=True),
         "num_train_epochs": IntDistribution(2, 6),
@@ -37,7 +40,7 @@ def _study() -> optuna.Study:
                 # The objective follows the learning rate; epochs are noise: importances must say so.
                 params={"learning_rate": 1e-6 * 10 ** (2 * (value - 58) / 22), "num_train_epochs": 2 + number % 5},
                 distributions=distributions,
-                user_attrs={"train_seconds": 2.0, "trainable_parameters": 1000},
+                user_attrs={"train_seconds": 2.0, "trainable_parameters": 1000, **trial_provenance()},
             )
         )
     return study
@@ -88,7 +91,8 @@ def test_review_numbers_match_the_study(exported) -> None:
     assert review.mean_train_seconds == 2.0
     table = render_markdown([review])
     assert (
-        "| rte_full_finetune | accuracy | 80.00 ± 12.65 (n=10) | - | - | - | - | 58.00 | 22.00 | 12.65 | 60.00 | 72.00 "
+        "| rte_full_finetune | accuracy | - | 80.00 ± 12.65 (n=10) | - | - | - | - | 58.00 | 22.00 | 12.65 | 60.00 "
+        "| 72.00 "
         "| 80.00 "
         "| learning_rate" in table
     )
@@ -120,10 +124,14 @@ def test_wrong_trial_count_fails_the_check(exported) -> None:
 
 def test_small_gap_and_no_tpe_gain_warn(tmp_path: Path) -> None:
     study = optuna.create_study(study_name="sst2_lora", direction="maximize")
+    study.set_user_attr("fingerprint", FINGERPRINT)
     for number, value in enumerate([80.0, 81.0, 79.0, 82.0, 81.5, 80.5]):
         study.add_trial(
             optuna.trial.create_trial(
-                value=value, params={"x": float(number)}, distributions={"x": FloatDistribution(0, 10)}
+                value=value,
+                params={"x": float(number)},
+                distributions={"x": FloatDistribution(0, 10)},
+                user_attrs=trial_provenance(),
             )
         )
     config = check_config(real_config())
@@ -144,6 +152,7 @@ def test_baselines() -> None:
 def _study_with_failed_startup_trial(*, record_startup: bool) -> optuna.Study:
     """Trial 1 FAILs, so TPE (counting COMPLETE/PRUNED trials) drew trials 0-4 at random, not 0-3."""
     study = optuna.create_study(study_name="mrpc_lora", direction="maximize")
+    study.set_user_attr("fingerprint", FINGERPRINT)
     outcomes = [(60.0, True), (None, True), (65.0, True), (62.0, True), (85.0, True)]
     outcomes += [(70.0, False), (75.0, False), (72.0, False)]
     for number, (value, startup) in enumerate(outcomes):
@@ -153,7 +162,7 @@ def _study_with_failed_startup_trial(*, record_startup: bool) -> optuna.Study:
                 value=value,
                 params={"x": float(number)},
                 distributions={"x": FloatDistribution(0, 10)},
-                user_attrs={"startup_trial": startup} if record_startup else {},
+                user_attrs=({"startup_trial": startup} if record_startup else {}) | trial_provenance(),
             )
         )
     return study

@@ -4,6 +4,8 @@ and the VM profiles' plans."""
 from __future__ import annotations
 
 import copy
+import csv
+import json
 import os
 import shutil
 import signal
@@ -19,23 +21,28 @@ from optuna.trial import TrialState
 
 from finetune_hpo.export import load_optimal
 from tests.conftest import REPO, demo_config
-from tests.helpers import freeze_in_a_running_trial, journal_trials
+from tests.helpers import assert_trials_learned, freeze_in_a_running_trial, journal_trials
 
 pytestmark = pytest.mark.slow
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
 def _slice_config() -> dict:
-    """The demo on two tasks (one classification, one QA), 3 trials per study, a model built in seconds."""
+    """The demo on two tasks (one classification, one QA), 3 trials per study, with the demo's model: its
+    trials learn, so the studies' scores differ and a broken export, model or seed shows in them."""
     config = copy.deepcopy(demo_config())
-    config["tasks"] = {task: config["tasks"][task] | {"train_size": 80} for task in ("sst2", "squad_v2")}
-    config["vms"] = {"vm1": ["squad_v2"], "vm2": ["sst2"]}
+    config["tasks"] = {
+        "rte": config["tasks"]["rte"] | {"train_size": 160, "validation_fraction": 0.5},
+        "squad_v2": config["tasks"]["squad_v2"] | {"train_size": 80},
+    }
+    # The slice confirms RTE's top 2 configurations with 3 seeds, as the demo confirms SST-2's.
+    config["tasks"]["rte"]["selection"] = {"confirm_top_k": 2, "confirm_seeds": 3}
+    config["vms"] = {"vm1": ["squad_v2"], "vm2": ["rte"]}
     config["optuna"]["n_trials"] = 3
     config["wandb"]["mode"] = "disabled"
-    config["demo"]["pretrain_steps"] = 30
-    config["demo"]["examples_per_split"] = {"train": 200, "validation": 120}
+    config["demo"]["examples_per_split"] = {"train": 200, "validation": 200}
     for space in config["search_spaces"].values():
-        space["num_train_epochs"] = {"type": "int", "low": 1, "high": 2}
+        space["num_train_epochs"] = {"type": "int", "low": 2, "high": 3}
     return config
 
 
@@ -61,7 +68,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return workdir
 
 
-STUDIES = ("sst2_full_finetune", "sst2_lora", "squad_v2_full_finetune", "squad_v2_lora")
+STUDIES = ("rte_full_finetune", "rte_lora", "squad_v2_full_finetune", "squad_v2_lora")
 
 
 def test_demo_slice_exports_valid_optimal_configs(demo_run: Path) -> None:
@@ -71,13 +78,18 @@ def test_demo_slice_exports_valid_optimal_configs(demo_run: Path) -> None:
         assert document["n_trials"] == 3
         assert document["best_hyperparameters"]
         assert document["metric"] == ("f1" if study.startswith("squad") else "accuracy")
-        assert (demo_run / "results" / "studies" / study / "trials.csv").is_file()
+        trials = demo_run / "results" / "studies" / study / "trials.csv"
+        summary = json.loads((demo_run / "results" / "data" / document["task"] / "summary.json").read_text())
+        values = [float(row["value"]) for row in csv.DictReader(trials.open()) if row["state"] == "COMPLETE"]
+        assert_trials_learned(values, summary, document["metric"])
         assert (demo_run / "logs" / "phase1_optuna" / "all" / "run_study" / f"{study}.log").is_file()
-    # The demo confirms SST-2's top configurations with 3 seeds; the winner is exported and its saved
+        # The saved model of the exported trial, reloaded in another process, scores what the export claims.
+        assert document["best_model"]["trial"] == document["best_trial"] and document["best_model"]["reproduced"]
+    # The slice confirms RTE's top configurations with 3 seeds; the winner is exported and its saved
     # model is what rule score_best_model re-scored.
-    selection = _slice_config()["tasks"]["sst2"]["selection"]
+    selection = _slice_config()["tasks"]["rte"]["selection"]
     assert selection == {"confirm_top_k": 2, "confirm_seeds": 3}
-    for study in ("sst2_full_finetune", "sst2_lora"):
+    for study in ("rte_full_finetune", "rte_lora"):
         document = load_optimal(demo_run / "analysis" / f"{study}_optimal.yaml")
         confirmation = document["confirmation"]
         assert confirmation["runs"] == 2 * 3 and confirmation["seeds"] == [42, 43, 44]
@@ -99,8 +111,8 @@ def test_rerun_of_a_finished_workflow_does_nothing(demo_run: Path) -> None:
 
 
 def test_deleted_optimal_yaml_is_reexported_identically_without_rerunning_the_study(demo_run: Path) -> None:
-    optimal = demo_run / "analysis" / "sst2_lora_optimal.yaml"
-    journal = demo_run / "results" / "studies" / "sst2_lora" / "optuna.journal"
+    optimal = demo_run / "analysis" / "rte_lora_optimal.yaml"
+    journal = demo_run / "results" / "studies" / "rte_lora" / "optuna.journal"
     before, journal_before = optimal.read_bytes(), journal.read_bytes()
     optimal.unlink()
     result = _snakemake(demo_run)
@@ -114,7 +126,7 @@ def _study_trials(journal: Path) -> list[optuna.trial.FrozenTrial]:
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     storage = JournalStorage(JournalFileBackend(str(journal)))
-    return optuna.load_study(study_name="sst2_full_finetune", storage=storage).trials
+    return optuna.load_study(study_name="rte_full_finetune", storage=storage).trials
 
 
 def _study_states(journal: Path) -> list[TrialState]:
@@ -125,8 +137,8 @@ def test_killed_snakemake_run_resumes_to_exactly_n_trials(demo_run: Path, tmp_pa
     # Its own copy of the demo run, so the other tests see the run as the fixture left it.
     workdir = tmp_path / "demo_copy"
     shutil.copytree(demo_run, workdir, symlinks=True)
-    study_dir = workdir / "results" / "studies" / "sst2_full_finetune"
-    for path in (study_dir, workdir / "analysis" / "sst2_full_finetune_optimal.yaml"):
+    study_dir = workdir / "results" / "studies" / "rte_full_finetune"
+    for path in (study_dir, workdir / "analysis" / "rte_full_finetune_optimal.yaml"):
         subprocess.run(["rm", "-rf", str(path)], check=True)
     process = subprocess.Popen(
         [*SNAKEMAKE, "--profile", "profiles/demo", "--directory", str(workdir)],
@@ -136,7 +148,7 @@ def test_killed_snakemake_run_resumes_to_exactly_n_trials(demo_run: Path, tmp_pa
         start_new_session=True,
     )
     journal = study_dir / "optuna.journal"
-    trials = journal_trials(journal, "sst2_full_finetune")
+    trials = journal_trials(journal, "rte_full_finetune")
     freeze_in_a_running_trial(process, trials, min_complete=1, group=True)
     os.killpg(process.pid, signal.SIGKILL)  # the whole run: Snakemake and its jobs
     process.wait(timeout=60)
@@ -151,7 +163,7 @@ def test_killed_snakemake_run_resumes_to_exactly_n_trials(demo_run: Path, tmp_pa
     assert TrialState.RUNNING not in states
     assert states.count(TrialState.FAIL) == 1
     assert len(states) == 4 and complete_before >= 1
-    assert load_optimal(workdir / "analysis" / "sst2_full_finetune_optimal.yaml")["n_trials"] == 3
+    assert load_optimal(workdir / "analysis" / "rte_full_finetune_optimal.yaml")["n_trials"] == 3
 
 
 def test_invalid_config_stops_before_any_job(tmp_path: Path) -> None:

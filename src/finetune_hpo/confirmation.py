@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -35,9 +33,10 @@ from finetune_hpo.best_model import (
     top_complete_trials,
     trial_model_dir,
 )
-from finetune_hpo.io import write_json_atomic
+from finetune_hpo.estimates import summarize
+from finetune_hpo.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from finetune_hpo.models import load_base_model
-from finetune_hpo.objective import best_model_card_info, trial_model_info
+from finetune_hpo.objective import best_model_card_info, prediction_rows, trial_model_info
 from finetune_hpo.preprocess import load_tokenized, load_tokenizer
 from finetune_hpo.search_space import HyperParameters, suggest
 from finetune_hpo.settings import StudySettings
@@ -46,14 +45,9 @@ from finetune_hpo.study import confirmation_rows_sha256, fail_interrupted_trials
 from finetune_hpo.tracking import TrialRun
 from finetune_hpo.trainer import NaNLossError, stop_requested
 from finetune_hpo.training import TrainingSetup, frozen_for_garbage_collection, train_and_evaluate
+from finetune_hpo.trial_records import write_best_predictions
 
 logger = logging.getLogger(__name__)
-
-# A test at this level decides "separable from the runner-up" (descriptive: it conditions on the fixed
-# confirmation rows and, at 3 seeds, has 2 degrees of freedom).
-SIGNIFICANCE_LEVEL = 0.05
-# Two-sided: the winner and the direction were chosen by looking at these same means.
-PAIRED_TEST = "two-sided paired t-test over seeds (scipy.stats.ttest_rel)"
 
 
 def confirmation_study_name(study_name: str) -> str:
@@ -226,6 +220,12 @@ def run_confirmation(
                 summary["best_model"] = get_runner().keep_winner_model(study.trials[winner])
             confirmations.set_user_attr("winner_model", summary["best_model"])
     write_json_atomic(Path(output or paths.confirmation), summary)
+    # best_predictions.jsonl follows the exported trial: the confirmed winner, as its saved model.
+    retrained = paths.trial_predictions(summary["winner_trial"], retrained=True)
+    if summary.get("best_model", {}).get("retrained") and retrained.is_file():
+        write_text_atomic(paths.best_predictions, retrained.read_text())
+    else:
+        write_best_predictions(paths, summary["winner_trial"])
     _log_outcome(summary)
     return summary
 
@@ -290,6 +290,7 @@ def _run_record(
             "source": f"study trial {candidate.number}",
             "selection_value": float(candidate.value),
             "confirmation_value": candidate.user_attrs.get("confirmation_value"),
+            "train_loss": candidate.user_attrs.get("train_loss"),
             "diverged": False,
         }
     if recorded is None:
@@ -300,6 +301,8 @@ def _run_record(
         "source": f"confirmation trial {recorded.number}",
         "selection_value": None if diverged else float(recorded.value),
         "confirmation_value": None if diverged else recorded.user_attrs.get("confirmation_value"),
+        # What the run trained, beyond its scores: seeds that differ in head or data order differ here.
+        "train_loss": recorded.user_attrs.get("train_loss"),
         "diverged": diverged,
     }
 
@@ -405,6 +408,7 @@ class _Runner:
             "confirmation_metrics": outcome.confirmation_metrics,
             "confirmation_value": confirmation_value,
             "train_seconds": round(outcome.train_seconds, 3),
+            "train_loss": outcome.training_loss,
             "per_device_batch_size": outcome.per_device_batch_size,
             "gradient_accumulation_steps": outcome.gradient_accumulation_steps,
             "oom_retries": outcome.oom_retries,
@@ -441,131 +445,17 @@ class _Runner:
         )
         save_trial_model(outcome.model, self.tokenizer, self.paths.best_model, info)
         point_best_model(self.paths.best_model, trial.number, keep=None)
+        # What the saved model predicted, for its independent rescoring (the study trial's own file stays).
+        write_jsonl_atomic(
+            self.paths.trial_predictions(trial.number, retrained=True),
+            prediction_rows(self.settings.task, self.data, outcome.predictions),
+        )
         return {
             "trial": trial.number,
             "retrained": True,
             "study_value": float(trial.value),
             "retrained_value": float(outcome.value),
         }
-
-
-def _stats(values: Sequence[float | None]) -> dict[str, Any]:
-    finished = [float(v) for v in values if v is not None]
-    return {
-        "values": [None if v is None else float(v) for v in values],
-        "mean": statistics.fmean(finished) if finished else None,
-        # Sample standard deviation over seeds (n - 1).
-        "sd": statistics.stdev(finished) if len(finished) > 1 else None,
-    }
-
-
-def paired_test(winner: Sequence[float | None], runner_up: Sequence[float | None]) -> dict[str, Any]:
-    """Whether the winner beats the runner-up beyond seed noise: a two-sided paired t-test over the seeds
-    both finished (seed i of one is paired with seed i of the other: the same head initialisation and
-    shuffling seed)."""
-    from scipy import stats
-
-    pairs = [(a, b) for a, b in zip(winner, runner_up, strict=True) if a is not None and b is not None]
-    differences = [a - b for a, b in pairs]
-    result: dict[str, Any] = {
-        "test": PAIRED_TEST,
-        "n_pairs": len(pairs),
-        "mean_difference": statistics.fmean(differences) if differences else None,
-        "sd_difference": statistics.stdev(differences) if len(differences) > 1 else None,
-        "t_statistic": None,
-        "p_value": None,
-        "alpha": SIGNIFICANCE_LEVEL,
-        "separable": False,
-    }
-    if len(pairs) < 2:
-        result["note"] = "fewer than 2 paired seeds: no test"
-        return result
-    if not result["sd_difference"]:
-        result["note"] = "every seed differs by the same amount: the t-test is undefined"
-        return result
-    test = stats.ttest_rel([a for a, _ in pairs], [b for _, b in pairs])
-    result["t_statistic"] = float(test.statistic)
-    result["p_value"] = float(test.pvalue)
-    result["separable"] = bool(
-        math.isfinite(test.pvalue) and test.pvalue < SIGNIFICANCE_LEVEL and result["mean_difference"] > 0
-    )
-    return result
-
-
-def summarize(
-    study_name: str,
-    metric: str,
-    candidates: Sequence[FrozenTrial],
-    seeds: Sequence[int],
-    runs: Mapping[tuple[int, int], Mapping[str, Any]],
-    *,
-    ranked_on: str,
-    trainings: int,
-) -> dict[str, Any]:
-    """The stage's result: each candidate's runs and mean ± sd on both sets, the winner, and whether it
-    is separable from the runner-up.
-
-    The winner has the best mean on ``ranked_on`` (the confirmation set; the selection set only when the
-    task has no held-out rows); a candidate with a diverged seed ranks after every candidate without one.
-    """
-    rows = []
-    for rank, candidate in enumerate(candidates, start=1):
-        candidate_runs = [dict(runs[(candidate.number, seed)]) for seed in seeds]
-        rows.append(
-            {
-                "rank_in_study": rank,
-                "trial": candidate.number,
-                "params": {name: _plain(value) for name, value in candidate.params.items()},
-                "study_value": float(candidate.value),
-                "runs": candidate_runs,
-                "diverged_seeds": [run["seed"] for run in candidate_runs if run["diverged"]],
-                "selection": _stats([run["selection_value"] for run in candidate_runs]),
-                "confirmation": _stats([run["confirmation_value"] for run in candidate_runs]),
-            }
-        )
-
-    def order(row: Mapping[str, Any]) -> tuple:
-        ranked, selection = row[ranked_on]["mean"], row["selection"]["mean"]
-        return (
-            not row["diverged_seeds"],
-            -math.inf if ranked is None else ranked,
-            -math.inf if selection is None else selection,
-            -row["rank_in_study"],
-        )
-
-    ordered = sorted(rows, key=order, reverse=True)
-    winner = ordered[0]
-    runner_up = ordered[1] if len(ordered) > 1 else None
-    single_best = candidates[0].number
-    test = (
-        paired_test(
-            [run[f"{ranked_on}_value"] for run in winner["runs"]],
-            [run[f"{ranked_on}_value"] for run in runner_up["runs"]],
-        )
-        if runner_up is not None
-        else None
-    )
-    return {
-        "study_name": study_name,
-        "metric": metric,
-        "top_k": len(candidates),
-        "seeds": list(seeds),
-        "ranked_on": ranked_on,
-        "runs": len(candidates) * len(seeds),
-        "trainings": trainings,
-        "candidates": rows,
-        "winner_trial": winner["trial"],
-        "winner_params": winner["params"],
-        "single_best_trial": single_best,
-        "winner_changed": winner["trial"] != single_best,
-        "runner_up_trial": None if runner_up is None else runner_up["trial"],
-        "paired_test": test,
-        "separable_from_runner_up": None if test is None else test["separable"],
-    }
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
 
 
 def _log_outcome(summary: Mapping[str, Any]) -> None:

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import hashlib
 import inspect
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -19,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from finetune_hpo.best_model import read_best_model_info, resolve_saved_model
+from finetune_hpo.best_model import read_best_model_info, resolve_saved_model, select_saved_model
 from finetune_hpo.data import SUPPORTED_DATA_SUFFIXES, DataError, check_columns
+from finetune_hpo.export import exported_trial
 from finetune_hpo.io import write_json_atomic
 from finetune_hpo.metrics import (
     classification_metrics,
@@ -30,6 +32,8 @@ from finetune_hpo.metrics import (
     standard_error_of_mean,
 )
 from finetune_hpo.qa import QAWindowing, postprocess_predictions, prepare_validation_features
+from finetune_hpo.settings import StudySettings
+from finetune_hpo.storage import StudyPaths, load_stored_study
 from finetune_hpo.tasks import TASKS, TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -38,8 +42,9 @@ logger = logging.getLogger(__name__)
 Forward = Callable[[list[dict[str, Any]]], list[Any]]
 Rows = list[dict[str, Any]]
 Info = Mapping[str, Any]
-# Every metric, and the standard error of the objective.
-Scores = tuple[dict[str, float], float | None]
+# Every metric, the standard error of the objective, and the predictions: a label id per row
+# (classification) or question id -> answer (extractive QA).
+Scores = tuple[dict[str, float], float | None, list[int] | dict[str, str]]
 
 
 class EvaluationError(RuntimeError):
@@ -61,6 +66,9 @@ class Evaluation:
         size: Rows (questions for QA) scored.
         metrics: Every metric.
         trial: The study trial the model came from.
+        prediction_agreement: With reference predictions (the study's own, of the same rows): the share of
+            rows (questions) where this reload predicts what the study's model predicted; ``None`` without.
+        predictions_compared: Rows (questions) compared for ``prediction_agreement``.
     """
 
     model_dir: str
@@ -73,6 +81,8 @@ class Evaluation:
     size: int
     metrics: dict[str, float] = field(default_factory=dict)
     trial: int | None = None
+    prediction_agreement: float | None = None
+    predictions_compared: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,15 +147,25 @@ def read_rows(data_file: Path, task: TaskSpec) -> list[dict[str, Any]]:
     return rows.to_list()
 
 
-def _forward_in_order(model: Any, tokenizer: Any, precision: str, batch_size: int) -> Forward:
+def _forward_in_order(model: Any, tokenizer: Any, precision: str, batch_size: int, padding_side: str | None) -> Forward:
     """``features -> outputs``: the model run batch by batch in the given order, on the model's device."""
-    return functools.partial(_run_batches, model, tokenizer, precision=precision, batch_size=batch_size)
+    return functools.partial(
+        _run_batches, model, tokenizer, precision=precision, batch_size=batch_size, padding_side=padding_side
+    )
 
 
 def _run_batches(
-    model: Any, tokenizer: Any, features: list[dict[str, Any]], *, precision: str, batch_size: int
+    model: Any,
+    tokenizer: Any,
+    features: list[dict[str, Any]],
+    *,
+    precision: str,
+    batch_size: int,
+    padding_side: str | None = None,
 ) -> list[Any]:
-    """The model's outputs for ``features``, ``batch_size`` at a time.
+    """The model's outputs for ``features``, ``batch_size`` at a time, padded on ``padding_side`` (``None``:
+    the tokenizer's; extractive QA pads on the right, as the study's collator does, so token positions stay
+    those of the windowing).
 
     On a GPU, a trial that trained in bf16/fp16 also evaluated under the Trainer's autocast (and with
     TF32 matmuls); the reload scores the same way, or one flipped prediction would move the score.
@@ -163,7 +183,7 @@ def _run_batches(
     outputs = []
     with torch.inference_mode(), autocast:
         for begin in range(0, len(features), batch_size):
-            batch = tokenizer.pad(features[begin : begin + batch_size], return_tensors="pt")
+            batch = tokenizer.pad(features[begin : begin + batch_size], padding_side=padding_side, return_tensors="pt")
             # Like the Trainer, pass only what the model's forward takes.
             outputs.append(model(**{key: value.to(device) for key, value in batch.items() if key in accepted}))
     return outputs
@@ -183,9 +203,21 @@ def score_saved_model(
 
 
 def score_loaded_model(
-    model: Any, tokenizer: Any, info: Mapping[str, Any], model_dir: Path, data_file: Path, *, batch_size: int = 32
+    model: Any,
+    tokenizer: Any,
+    info: Mapping[str, Any],
+    model_dir: Path,
+    data_file: Path,
+    *,
+    batch_size: int = 32,
+    reference_predictions: Path | None = None,
 ) -> Evaluation:
-    """:func:`score_saved_model` for a model already loaded by :func:`load_saved_model`."""
+    """:func:`score_saved_model` for a model already loaded by :func:`load_saved_model`.
+
+    Args:
+        reference_predictions: The study's predictions file of this model's trial on these same rows
+            (``predictions/trial-<n>.jsonl``): each row's prediction is compared with it.
+    """
     task = TASKS[info["task"]]
     rows = read_rows(Path(data_file), task)
     digest = hashlib.sha256(Path(data_file).read_bytes()).hexdigest()
@@ -203,10 +235,15 @@ def score_loaded_model(
     if not rows:
         return result
     score_rows = _score_classification if task.is_classification else _score_qa
-    result.metrics, result.standard_error = score_rows(
-        _forward_in_order(model, tokenizer, info.get("precision", "fp32"), batch_size), tokenizer, rows, task, info
+    forward = _forward_in_order(
+        model, tokenizer, info.get("precision", "fp32"), batch_size, None if task.is_classification else "right"
     )
+    result.metrics, result.standard_error, predictions = score_rows(forward, tokenizer, rows, task, info)
     result.value = result.metrics[task.metric]
+    if reference_predictions is not None:
+        result.prediction_agreement, result.predictions_compared = prediction_agreement(
+            predictions, Path(reference_predictions)
+        )
     logger.info(
         "%s on %s: %s=%.2f ± %.2f (n=%d)",
         model_dir,
@@ -227,7 +264,8 @@ def _score_classification(forward: Forward, tokenizer: Any, rows: Rows, task: Ta
     logits = np.concatenate([out.logits.float().cpu().numpy() for out in forward(features)])
     predictions = logits.argmax(axis=-1)
     labels = np.asarray([row[task.label_column] for row in rows])
-    return classification_metrics(predictions, labels), classification_standard_error(task.metric, predictions, labels)
+    metrics = classification_metrics(predictions, labels)
+    return metrics, classification_standard_error(task.metric, predictions, labels), [int(p) for p in predictions]
 
 
 def _score_qa(forward: Forward, tokenizer: Any, rows: Rows, task: TaskSpec, info: Info) -> Scores:
@@ -261,7 +299,29 @@ def _score_qa(forward: Forward, tokenizer: Any, rows: Rows, task: TaskSpec, info
     golds = {row[task.id_column]: row[task.label_column]["text"] for row in rows}
     exact, f1, _ = squad_v2_question_scores(answers, golds)
     standard_error = standard_error_of_mean(list((f1 if task.metric == "f1" else exact).values()))
-    return squad_v2_metrics(answers, golds), standard_error
+    return squad_v2_metrics(answers, golds), standard_error, answers
+
+
+def prediction_agreement(predictions: list[int] | Mapping[str, str], reference: Path) -> tuple[float | None, int]:
+    """The share of rows where ``predictions`` equal the study's own predictions in ``reference`` (a trial's
+    ``predictions/trial-<n>.jsonl``), and how many rows were compared.
+
+    Classification rows are matched by position (both evaluations run in dataset order), QA questions by id.
+    A score can coincide by chance; the same answer on every row cannot, so this is the row-by-row half of
+    the saved model's independent check.
+    """
+    if not Path(reference).is_file():
+        return None, 0
+    rows = [json.loads(line) for line in Path(reference).read_text().splitlines() if line.strip()]
+    if isinstance(predictions, Mapping):
+        expected = {row["id"]: row["prediction"] for row in rows}
+        compared = [predictions.get(qid) == answer for qid, answer in expected.items()]
+    else:
+        expected_labels = [row["prediction"] for row in sorted(rows, key=lambda row: row["row"])]
+        if len(expected_labels) != len(predictions):
+            return 0.0, len(expected_labels)
+        compared = [int(a) == int(b) for a, b in zip(predictions, expected_labels, strict=True)]
+    return (sum(compared) / len(compared) if compared else None), len(compared)
 
 
 def write_scores(
@@ -272,10 +332,15 @@ def write_scores(
     task_name: str | None = None,
     batch_size: int = 32,
     base_model: str | None = None,
+    reference_predictions: Mapping[str, Path] | None = None,
 ) -> dict[str, Any]:
     """Score the saved model on each named file; write ``{"model": ..., "scores": {<name>: ...}}`` to ``out_path``.
 
     The export reads the names ``validation`` (the selection set) and ``confirmation``.
+
+    Args:
+        reference_predictions: Per name, the study's predictions of this model's trial on that file's rows;
+            those scores then carry ``prediction_agreement``.
 
     Raises:
         EvaluationError: no saved model, or one of another task than ``task_name``.
@@ -289,7 +354,13 @@ def write_scores(
         raise EvaluationError(f"{model_dir} holds a {info['task']} model, not a {task_name} one")
     scores = {
         name: score_loaded_model(
-            model, tokenizer, info, Path(model_dir), Path(data_file), batch_size=batch_size
+            model,
+            tokenizer,
+            info,
+            Path(model_dir),
+            Path(data_file),
+            batch_size=batch_size,
+            reference_predictions=(reference_predictions or {}).get(name),
         ).to_dict()
         for name, data_file in data_files.items()
     }
@@ -305,3 +376,39 @@ def write_scores(
     if out_path is not None:
         write_json_atomic(out_path, document)
     return document
+
+
+def score_exported_model(
+    settings: StudySettings,
+    study_dir: Path,
+    data_files: Mapping[str, Path],
+    out_path: Path,
+    *,
+    confirmation_summary: Path | None = None,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """The independent check of a study's export (rule score_best_model): point ``best_model`` at the
+    exported trial's model (the confirmed winner, or the best trial), reload it with plain transformers/peft
+    and score it on ``data_files``, comparing its selection-set predictions row by row with the study's.
+
+    Args:
+        settings: The study's settings.
+        study_dir: The study's folder (storage, saved models, predictions).
+        data_files: ``validation`` (the selection set) and ``confirmation`` (held-out rows).
+        out_path: The scores JSON the export reads.
+        confirmation_summary: The confirmation stage's summary, when the study has one.
+    """
+    paths = StudyPaths(study_dir)
+    summary = json.loads(confirmation_summary.read_text()) if confirmation_summary is not None else None
+    trial = exported_trial(load_stored_study(settings.storage, settings.study_name, study_dir), summary)
+    # A winner the study had not kept was retrained by the confirmation stage: its predictions are the saved
+    # model's, the study trial's are not.
+    retrained = bool(summary and summary.get("best_model", {}).get("retrained"))
+    return write_scores(
+        select_saved_model(paths.best_model, trial.number),
+        data_files,
+        out_path,
+        task_name=settings.task.name,
+        batch_size=batch_size,
+        reference_predictions={"validation": paths.trial_predictions(trial.number, retrained=retrained)},
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -20,6 +21,7 @@ from optuna.trial import TrialState
 
 from finetune_hpo.best_model import best_complete_trial
 from finetune_hpo.config import OPTIMAL_SCHEMA
+from finetune_hpo.estimates import retrain_expectation
 from finetune_hpo.io import write_text_atomic
 from finetune_hpo.metrics import binomial_standard_error
 from finetune_hpo.settings import StudySettings
@@ -114,7 +116,7 @@ def best_config(
             best_model_scores,
             settings.task.metric,
             study.user_attrs.get("fingerprint"),
-            (confirmation or {}).get("best_model", {}),
+            confirmation,
         ),
         "n_trials": len(complete),
         "n_failed_trials": len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))),
@@ -156,6 +158,15 @@ def best_config(
         "fingerprint": study.user_attrs.get("fingerprint", ""),
         "confirmation": _confirmation_block(confirmation),
     }
+    # The figure to plan Phase 2 with: what a retraining of this configuration scores, seeds' noise included.
+    document["expected_when_retrained"] = retrain_expectation(
+        settings.task.metric,
+        confirmation=confirmation,
+        held_out_value=document["confirmation_value"],
+        held_out_standard_error=document["confirmation_standard_error"],
+        held_out_size=document["confirmation_size"],
+        selection_size=document["selection_size"],
+    )
     return document
 
 
@@ -192,14 +203,15 @@ def _selection_and_confirmation(
     scores: Mapping[str, Any] | None,
     metric: str,
     fingerprint: str | None,
-    winner_model: Mapping[str, Any],
+    confirmation: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    """The selection value (the study's best, optimistic), its independent reproduction and the
-    confirmation value on held-out rows, each with its size and standard error.
+    """The selection value (the study's best, optimistic), the saved model's independent check and its score
+    on held-out rows, each with its size and standard error.
 
-    ``winner_model`` is the confirmation stage's record of the winner's model: when it had to retrain the
-    study run, the reloaded model must reproduce that retrained value (the study's value is recorded
-    beside it; on a GPU the two differ within training noise)."""
+    ``reproduced`` means the reloaded model scores what the export claims for it: the study's value, or,
+    when the confirmation stage had to retrain the winner (the study had not kept its model), the value that
+    retraining scored; then the gap between the retraining and the study's own run is recorded beside it,
+    with the seeds' noise to hold it against."""
     selection_size = int(splits["validation"]["size"])
     fields: dict[str, Any] = {
         "selection_value": float(best.value),
@@ -228,34 +240,64 @@ def _selection_and_confirmation(
             f"{None if selection is None else selection.get('trial')} with parameters {scores.get('params')}, "
             f"not of the exported trial {best.number} of this study ({best.params}); rerun rule score_best_model"
         )
+    winner_model = (confirmation or {}).get("best_model", {})
     retrained = bool(winner_model.get("retrained")) and winner_model.get("trial") == best.number
     reference = float(winner_model["retrained_value"]) if retrained else float(best.value)
     difference = float(selection["value"]) - reference
-    reproduced = abs(difference) <= REPRODUCTION_TOLERANCE
+    agreement = selection.get("prediction_agreement")
+    # The same score and, where the study's predictions were kept, the same prediction on every row.
+    reproduced = abs(difference) <= REPRODUCTION_TOLERANCE and (agreement is None or agreement == 1.0)
     if not reproduced:
         logger.warning(
-            "the saved model scores %.4f on the selection set, its training recorded %.4f (difference %.4f)",
+            "the saved model scores %.4f on the selection set, its training recorded %.4f (difference %.4f); "
+            "rows predicted as the study did: %s",
             selection["value"],
             reference,
             difference,
+            "not compared" if agreement is None else f"{100 * agreement:.1f}%",
         )
     fields["selection_standard_error"] = selection["standard_error"]
-    confirmation = scores["scores"].get("confirmation")
-    if confirmation and confirmation["size"] > 0:
-        fields["confirmation_value"] = float(confirmation["value"])
-        fields["confirmation_size"] = int(confirmation["size"])
-        fields["confirmation_standard_error"] = confirmation["standard_error"]
+    held_out = scores["scores"].get("confirmation")
+    if held_out and held_out["size"] > 0:
+        fields["confirmation_value"] = float(held_out["value"])
+        fields["confirmation_size"] = int(held_out["size"])
+        fields["confirmation_standard_error"] = held_out["standard_error"]
     fields["best_model"] = {
         "path": scores["model"],
         "trial": best.number,
         "reloaded_selection_value": float(selection["value"]),
         "difference": round(difference, 6),
+        "prediction_agreement": agreement,
+        "predictions_compared": int(selection.get("predictions_compared", 0)),
         "reproduced": reproduced,
         "tolerance": REPRODUCTION_TOLERANCE,
         # Set when the model is a retraining of the trial (confirmation's winner that the study did not keep).
         "retrained_value": reference if retrained else None,
+        **(_retrained_gap(best, reference, confirmation, fields["selection_standard_error"]) if retrained else {}),
     }
     return fields
+
+
+def _retrained_gap(
+    best: optuna.trial.FrozenTrial,
+    retrained_value: float,
+    confirmation: Mapping[str, Any] | None,
+    selection_standard_error: float | None,
+) -> dict[str, Any]:
+    """How far the winner's retraining (same seed) lies from the study's own run, and the noise to hold it
+    against: two standard deviations of the difference of two runs, from the winner's spread over seeds on
+    the selection set (or, without one, from the selection set's standard error). On a CPU the two are
+    equal; on a GPU nondeterministic kernels move them within seed noise; beyond it something changed."""
+    winner = next((row for row in (confirmation or {}).get("candidates", []) if row["trial"] == best.number), None)
+    seed_sd = None if winner is None else winner["selection"].get("sd")
+    spread = seed_sd if seed_sd is not None else selection_standard_error
+    noise = None if spread is None else 2 * math.sqrt(2) * spread
+    gap = retrained_value - float(best.value)
+    return {
+        "retrained_gap": round(gap, 6),
+        "retrained_gap_noise": noise,
+        "retrained_gap_within_noise": None if noise is None else abs(gap) <= noise,
+    }
 
 
 def _plain(value: Any) -> Any:

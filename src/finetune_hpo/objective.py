@@ -24,6 +24,7 @@ from finetune_hpo.preprocess import TokenizedTask
 from finetune_hpo.search_space import suggest
 from finetune_hpo.settings import StudySettings
 from finetune_hpo.storage import StudyPaths
+from finetune_hpo.tasks import TaskSpec
 from finetune_hpo.tracking import TrialRun
 from finetune_hpo.training import TrainingSetup, TrialOutcome, train_and_evaluate
 
@@ -126,6 +127,7 @@ class Objective:
             "metrics": outcome.metrics,
             "history": outcome.history,
             "train_seconds": round(outcome.train_seconds, 3),
+            "train_loss": outcome.training_loss,
             "per_device_batch_size": outcome.per_device_batch_size,
             "gradient_accumulation_steps": outcome.gradient_accumulation_steps,
             "oom_retries": outcome.oom_retries,
@@ -171,10 +173,12 @@ class Objective:
                 ),
             )
         outcome.model = None
-        if outcome.qa_predictions is not None:
+        if outcome.predictions is not None:
+            # Every trial's selection-set predictions: the best's become best_predictions.jsonl, and the
+            # saved model's independent rescoring must reproduce them row by row.
             write_jsonl_atomic(
-                self.paths.predictions_dir / f"trial-{trial.number}.jsonl",
-                self._prediction_rows(outcome.qa_predictions),
+                self.paths.trial_predictions(trial.number),
+                prediction_rows(self.settings.task, self.data, outcome.predictions),
             )
         confirmation = {f"confirmation/{key}": value for key, value in (outcome.confirmation_metrics or {}).items()}
         run.summary({"objective": outcome.value, "state": "COMPLETE", **outcome.metrics, **confirmation})
@@ -193,19 +197,27 @@ class Objective:
             trial.set_user_attr("surplus", True)
             raise optuna.TrialPruned(f"surplus: {len(ahead)} earlier trials already fill the study")
 
-    def _prediction_rows(self, predictions: list[Any]) -> list[dict[str, Any]]:
-        task = self.settings.task
-        golds = {row[task.id_column]: row[task.label_column]["text"] for row in self.data.validation_examples}
+
+def prediction_rows(task: TaskSpec, data: TokenizedTask, predictions: list[Any]) -> list[dict[str, Any]]:
+    """A trial's selection-set predictions as rows: ``row`` (position in the selection set), the predicted
+    and gold label (classification); ``id``, answer, gold answers and scores (extractive QA)."""
+    if task.is_classification:
+        labels = data.validation["labels"]
         return [
-            {
-                "id": p.id,
-                "prediction": p.prediction_text,
-                "gold": golds.get(p.id, []),
-                "null_score": p.null_score,
-                "best_span_score": p.best_span_score if math.isfinite(p.best_span_score) else None,
-            }
-            for p in predictions
+            {"row": row, "prediction": int(prediction), "label": int(label)}
+            for row, (prediction, label) in enumerate(zip(predictions, labels, strict=True))
         ]
+    golds = {row[task.id_column]: row[task.label_column]["text"] for row in data.validation_examples}
+    return [
+        {
+            "id": p.id,
+            "prediction": p.prediction_text,
+            "gold": golds.get(p.id, []),
+            "null_score": p.null_score,
+            "best_span_score": p.best_span_score if math.isfinite(p.best_span_score) else None,
+        }
+        for p in predictions
+    ]
 
 
 def trial_model_info(

@@ -32,6 +32,17 @@ def _fmt_estimate(value: float | None, standard_error: float | None, size: int |
     return text
 
 
+def _fmt_expected(review: StudyReview) -> str:
+    """``82.83 ± 3.92 (3 seeds)``; one seed is marked, since its error leaves the seeds' spread out."""
+    if review.expected_value is None:
+        return "-"
+    text = f"{review.expected_value:.2f}"
+    if review.expected_standard_error is not None:
+        text += f" ± {review.expected_standard_error:.2f}"
+    seeds = review.expected_seeds or 0
+    return text + (f" ({seeds} seeds)" if seeds > 1 else " (1 seed, no seed noise)")
+
+
 def _with(verdict: str, label: str, value: float | None) -> str:
     return verdict if value is None or verdict == "-" else f"{verdict}, {label}={value:.2f}"
 
@@ -45,6 +56,7 @@ def _top(importances: Mapping[str, float], note: str, k: int = 3) -> str:
 TABLE_COLUMNS = (
     "study",
     "metric",
+    "expected when retrained ± SE (seeds)",
     "selection ± SE (n)",
     "confirmation ± SE (n)",
     "confirmed winner (mean ± sd, seeds)",
@@ -77,6 +89,7 @@ def table_rows(reviews: Sequence[StudyReview]) -> list[list[str]]:
         cells = {
             "study": review.study_name,
             "metric": review.metric,
+            "expected when retrained ± SE (seeds)": _fmt_expected(review),
             "selection ± SE (n)": _fmt_estimate(
                 review.selection_value, review.selection_standard_error, review.selection_size
             ),
@@ -138,14 +151,17 @@ def render_markdown(reviews: Sequence[StudyReview]) -> str:
         "trials beats the best of m random ones if TPE were pure random search, k/(k+m): a PASS is only as "
         "telling as P(random) is small.\n\n"
         + "\n".join(lines)
-        + "\n\nThe selection value is the maximum over trials on the set that chose it, and so optimistic. The "
-        "confirmation value is the exported model re-scored on held-out validation rows: unbiased when the "
-        "single best trial is exported. Where a confirmation stage ran, the top configurations were retrained "
-        "with several seeds and the winner is the best mean on those held-out rows (mean ± sample sd over "
-        "seeds); as the best of a few candidates on them, its confirmation value is optimistic too (about 0.85 "
-        "standard errors of a candidate's mean at 3 candidates). 'separable' is a two-sided paired t-test over "
-        "seeds against the runner-up at p < 0.05; it is descriptive (the rows are fixed, and 3 seeds give 2 "
-        "degrees of freedom).\n" + ("\nStart-up labels:\n\n" + "\n".join(notes) + "\n" if notes else "")
+        + "\n\n**Plan Phase 2 with 'expected when retrained'** (the export's `expected_when_retrained`): what a "
+        "retraining of the exported configuration should score. Where a confirmation stage ran it is the "
+        "winner's mean over its seeds on held-out rows, its standard error sqrt(sd_seeds²/seeds + SE_rows²) "
+        "holding both the seeds' and the rows' noise; the winner is the best of a few candidates' means on those "
+        "rows, so it is optimistic by up to about 0.85 of that standard error at 3 candidates (the export states "
+        "it in points). Without a confirmation stage it is one seed, the saved model on held-out rows, and its "
+        "standard error leaves the seeds' spread out, marked '1 seed, no seed noise'. The selection value is the "
+        "maximum over trials on the set that chose it, and so optimistic. The confirmation value is the "
+        "exported model (one seed) re-scored on held-out validation rows. 'separable' is a two-sided paired "
+        "t-test over seeds against the runner-up at p < 0.05; it is descriptive (the rows are fixed, and 3 "
+        "seeds give 2 degrees of freedom).\n" + ("\nStart-up labels:\n\n" + "\n".join(notes) + "\n" if notes else "")
     )
 
 

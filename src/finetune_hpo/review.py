@@ -20,7 +20,6 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from finetune_hpo.best_model import best_complete_trial
 from finetune_hpo.config import study_settings
 from finetune_hpo.export import ExportError, load_optimal
 from finetune_hpo.importances import parameter_importances
@@ -50,9 +49,16 @@ class StudyReview:
         selection_size: Examples in the selection set.
         selection_standard_error: Standard error of ``selection_value`` in points (binomial unless exported).
         gap_noise: ``2*sqrt(2)*selection_standard_error``, a rough 2-sigma of a difference of two scores.
-        confirmation_value: The best model re-scored on held-out rows not used for selection (unbiased).
+        confirmation_value: The exported model (one seed) re-scored on held-out rows not used for selection.
         confirmation_size: Examples in the confirmation set.
-        confirmation_standard_error: Standard error of ``confirmation_value`` in points.
+        confirmation_standard_error: Standard error of ``confirmation_value`` in points (rows only).
+        expected_value: What a retraining of the exported configuration should score: the export's
+            ``expected_when_retrained``, the figure to plan Phase 2 with.
+        expected_standard_error: Its standard error (seeds and rows with a confirmation stage, rows without).
+        expected_seeds: Seeds behind ``expected_value`` (1: seed variance not included).
+        expected_optimism: Best-of-k optimism of ``expected_value``, in points, when stated.
+        retrained_gap: When the winner's model had to be retrained: retrained value - study value.
+        retrained_gap_noise: The noise to hold that gap against.
         best_random: Best of the sampler's random start-up trials.
         best_guided: Best of the trials TPE chose.
         p_tpe_beats_random_by_chance: Chance that best guided > best random if TPE were random search.
@@ -87,6 +93,12 @@ class StudyReview:
     confirmation_value: float | None = None
     confirmation_size: int | None = None
     confirmation_standard_error: float | None = None
+    expected_value: float | None = None
+    expected_standard_error: float | None = None
+    expected_seeds: int | None = None
+    expected_optimism: float | None = None
+    retrained_gap: float | None = None
+    retrained_gap_noise: float | None = None
     best_random: float | None = None
     best_guided: float | None = None
     p_tpe_beats_random_by_chance: float | None = None
@@ -207,10 +219,25 @@ def review_study(
     if best_model is not None and not best_model["reproduced"]:
         # The exported score is a claim the saved model does not back: Phase 2 must not plan on it.
         review.criteria["best_model_reproduced"] = "FAIL"
+        agreement = best_model.get("prediction_agreement")
         review.problem = (
             f"the saved best model scores {best_model['reloaded_selection_value']:.4f} on the selection set, "
-            f"the study exported {document['best_value']:.4f} (see {best_model['path']})"
+            f"the study exported {document['best_value']:.4f}"
+            + ("" if agreement is None else f", and predicts {100 * agreement:.1f}% of its rows as the study did")
+            + f" (see {best_model['path']})"
         )
+    if best_model is not None and best_model.get("retrained_gap") is not None:
+        # The confirmed winner's model is a retraining with the study's seed: on a GPU it may differ from the
+        # study's run within seed noise; beyond it, the retraining did not train what the study did.
+        review.retrained_gap = float(best_model["retrained_gap"])
+        review.retrained_gap_noise = _optional_float(best_model.get("retrained_gap_noise"))
+        within = best_model.get("retrained_gap_within_noise")
+        review.criteria["retrained_gap"] = "WARN" if within is False else "PASS"
+    expected = document.get("expected_when_retrained") or {}
+    review.expected_value = _optional_float(expected.get("value"))
+    review.expected_standard_error = _optional_float(expected.get("standard_error"))
+    review.expected_seeds = expected.get("seeds") or None
+    review.expected_optimism = _optional_float(expected.get("best_of_k_optimism"))
     # Files exported before the selection/confirmation split lack these keys: the selection set was the
     # whole validation subsample then, and there is no confirmation value.
     review.selection_value = float(document.get("selection_value", document["best_value"]))
@@ -255,9 +282,9 @@ def review_study(
     review.criteria["importances"] = "PASS" if review.importances else "WARN"
     seconds = [t.user_attrs["train_seconds"] for t in complete if "train_seconds" in t.user_attrs]
     review.mean_train_seconds = sum(seconds) / len(seconds) if seconds else None
-    review.trainable_parameters = best_complete_trial(study.get_trials(deepcopy=False)).user_attrs.get(
-        "trainable_parameters"
-    )
+    # The exported trial's (the confirmed winner's, where confirmation ran), as everything else in the row.
+    exported = next((t for t in complete if t.number == document["best_trial"]), None)
+    review.trainable_parameters = None if exported is None else exported.user_attrs.get("trainable_parameters")
     return review
 
 

@@ -50,6 +50,11 @@ class StudyPaths:
     def predictions_dir(self) -> Path:
         return self.root / "predictions"
 
+    def trial_predictions(self, trial_number: int, *, retrained: bool = False) -> Path:
+        """A trial's selection-set predictions; ``retrained``: those of the confirmation stage's retraining
+        of the trial (its saved model, when the study did not keep the trial's own)."""
+        return self.predictions_dir / f"trial-{trial_number}{'-retrained' if retrained else ''}.jsonl"
+
     @property
     def best_predictions(self) -> Path:
         return self.root / "best_predictions.jsonl"

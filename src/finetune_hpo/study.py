@@ -160,7 +160,8 @@ def run_study(
         # no trial itself.
         if not study.user_attrs.get("wandb_summary_logged") and log_summary_run(study, settings, wandb_dir):
             study.set_user_attr("wandb_summary_logged", True)
-        write_best_predictions(study, paths)
+        best = best_complete_trial(study.get_trials(deepcopy=False))
+        write_best_predictions(paths, None if best is None else best.number)
         write_trials_table(study, trials_table or paths.trials_table)
         shutil.rmtree(paths.scratch, ignore_errors=True)
     return study

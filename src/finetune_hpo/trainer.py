@@ -151,10 +151,35 @@ def _qa_trainer_class() -> type:
     return QuestionAnsweringTrainer
 
 
-def _classification_scorer(eval_prediction: Any) -> dict[str, float]:
-    logits = eval_prediction.predictions
-    logits = logits[0] if isinstance(logits, tuple) else logits
-    return classification_metrics(np.argmax(logits, axis=-1), eval_prediction.label_ids)
+class ClassificationScorer:
+    """``compute_metrics`` for classification: accuracy and F1, keeping the last evaluation's predicted labels
+    (in dataset order, one per row) for the trial's predictions file and the saved model's independent check."""
+
+    def __init__(self) -> None:
+        self.last_predictions: list[int] = []
+
+    def __call__(self, eval_prediction: Any) -> dict[str, float]:
+        logits = eval_prediction.predictions
+        logits = logits[0] if isinstance(logits, tuple) else logits
+        predictions = np.argmax(logits, axis=-1)
+        self.last_predictions = [int(label) for label in predictions]
+        return classification_metrics(predictions, eval_prediction.label_ids)
+
+
+class RightPaddingCollator:
+    """Dynamic padding on the right, whatever side the tokenizer pads on.
+
+    Extractive QA labels a window's answer by token position (``start_positions``/``end_positions``) and
+    reads the logits of a window from its first position; a tokenizer that pads on the left (LLaMA-style)
+    would shift every token of a shorter window past both. Padding on the right keeps positions as the
+    windowing computed them, for training targets and predictions alike.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    def __call__(self, features: list[dict[str, Any]]) -> Any:
+        return self.tokenizer.pad(features, padding=True, padding_side="right", return_tensors="pt")
 
 
 def make_trainer(
@@ -165,8 +190,9 @@ def make_trainer(
     args: Any,
     callbacks: Sequence[Any] = (),
     qa_postprocessing: Mapping[str, Any] | None = None,
-) -> tuple[Any, QAScorer | None]:
-    """The trial's Trainer (in-order evaluation; QA postprocessing for extractive QA) and its QA scorer."""
+) -> tuple[Any, ClassificationScorer | QAScorer]:
+    """The trial's Trainer (in-order evaluation; QA postprocessing for extractive QA) and its scorer, which
+    keeps the last evaluation's predictions."""
     from transformers import DataCollatorWithPadding
 
     common = {
@@ -175,18 +201,22 @@ def make_trainer(
         "train_dataset": data.train,
         "eval_dataset": data.validation,
         "processing_class": tokenizer,
-        "data_collator": DataCollatorWithPadding(tokenizer),
         "callbacks": list(callbacks),
     }
-    qa_scorer = None
+    scorer: ClassificationScorer | QAScorer
     if task.is_classification:
-        trainer = in_order_trainer_class()(compute_metrics=_classification_scorer, **common)
+        # A sequence classifier finds its token (CLS, or the last non-pad token) from the attention mask
+        # and pad ids, so either padding side works: the tokenizer's own.
+        scorer = ClassificationScorer()
+        trainer = in_order_trainer_class()(
+            compute_metrics=scorer, data_collator=DataCollatorWithPadding(tokenizer), **common
+        )
     else:
-        qa_scorer = QAScorer(data, task, qa_postprocessing or {})
-        trainer = _qa_trainer_class()(qa_scorer=qa_scorer, **common)
+        scorer = QAScorer(data, task, qa_postprocessing or {})
+        trainer = _qa_trainer_class()(qa_scorer=scorer, data_collator=RightPaddingCollator(tokenizer), **common)
     if args.disable_tqdm:
         # Without a terminal the Trainer prints every log dict; the study logs one line per trial instead.
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)
-    return trainer, qa_scorer
+    return trainer, scorer

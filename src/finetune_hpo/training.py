@@ -97,7 +97,8 @@ class TrialOutcome:
         oom_retries: How many times the batch was halved.
         trainable_parameters: Parameters updated by the optimizer.
         total_parameters: All parameters of the model.
-        qa_predictions: QA only: the last evaluation's predictions.
+        predictions: The last evaluation's predictions on the selection set, in dataset order: a label id per
+            row (classification) or a :class:`QAPrediction` per question (extractive QA).
         precision: The precision the trial really trained in (``fp32``, ``bf16`` or ``fp16``).
         n_gpu: GPUs the Trainer used; the effective batch is per-device x accumulation x max(1, n_gpu).
         gpu_name: The GPU model, when one was used.
@@ -106,6 +107,8 @@ class TrialOutcome:
         model: The trained model, when ``TrainingSetup.keep_model`` is set.
         confirmation_metrics: Every metric on the confirmation set, when ``score_confirmation`` is set
             and the task has confirmation rows.
+        training_loss: The Trainer's mean training loss over all steps: a fingerprint of what was trained
+            (two seeds, or two data orders, give different losses even when their scores tie).
     """
 
     value: float
@@ -117,7 +120,7 @@ class TrialOutcome:
     oom_retries: int
     trainable_parameters: int
     total_parameters: int
-    qa_predictions: list[QAPrediction] | None = None
+    predictions: list[int] | list[QAPrediction] | None = None
     precision: str = "fp32"
     n_gpu: int = 0
     gpu_name: str | None = None
@@ -125,6 +128,7 @@ class TrialOutcome:
     lora_modules_to_save: list[str] | None = None
     model: torch.nn.Module | None = field(default=None, repr=False)
     confirmation_metrics: dict[str, float] | None = None
+    training_loss: float | None = None
 
     @property
     def effective_batch_size(self) -> int:
@@ -205,7 +209,7 @@ def train_and_evaluate(
 
 def evaluate_with_trainer(
     setup: TrainingSetup, model: torch.nn.Module, tokenizer: Any, data: TokenizedTask
-) -> tuple[dict[str, float], list[QAPrediction] | None]:
+) -> tuple[dict[str, float], list[int] | list[QAPrediction]]:
     """Score ``model`` on ``data.validation`` through the same Trainer evaluation path as a trial.
 
     The arguments that could reorder evaluation (length grouping, the seeds) are those of a trial, so
@@ -216,14 +220,14 @@ def evaluate_with_trainer(
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch, prefix="eval-") as output_dir:
         args = trial_arguments(setup, output_dir, disable_tqdm=True)
-        trainer, qa_scorer = make_trainer(
+        trainer, scorer = make_trainer(
             setup.task, model, tokenizer, data, args, qa_postprocessing=setup.qa_postprocessing
         )
         metrics = trainer.evaluate()
     clean = {
         key.removeprefix("eval_"): float(value) for key, value in metrics.items() if isinstance(value, int | float)
     }
-    return clean, (qa_scorer.last_predictions if qa_scorer else None)
+    return clean, scorer.last_predictions
 
 
 def trial_arguments(setup: TrainingSetup, output_dir: str, **arguments: Any) -> Any:
@@ -323,7 +327,7 @@ def _train_once(
             **resolve_precision(precision),
         )
         epoch_callback = EpochCallback(on_epoch)
-        trainer, qa_scorer = make_trainer(
+        trainer, scorer = make_trainer(
             setup.task, model, tokenizer, data, args, [epoch_callback.callback], setup.qa_postprocessing
         )
         train_output = trainer.train()
@@ -352,7 +356,7 @@ def _train_once(
         oom_retries=0,
         trainable_parameters=trainable,
         total_parameters=total,
-        qa_predictions=qa_scorer.last_predictions if qa_scorer else None,
+        predictions=scorer.last_predictions,
         precision=precision,
         n_gpu=n_gpu,
         gpu_name=torch.cuda.get_device_name(0) if n_gpu else None,
@@ -360,4 +364,5 @@ def _train_once(
         lora_modules_to_save=lora_to_save,
         model=trained,
         confirmation_metrics=confirmation_metrics,
+        training_loss=float(train_output.training_loss),
     )

@@ -11,7 +11,6 @@ from typing import Any
 
 import optuna
 
-from finetune_hpo.best_model import best_complete_trial
 from finetune_hpo.io import write_text_atomic
 from finetune_hpo.storage import StudyPaths
 
@@ -69,11 +68,11 @@ def write_trials_table(study: optuna.Study, path: Path) -> None:
     write_text_atomic(path, buffer.getvalue())
 
 
-def write_best_predictions(study: optuna.Study, paths: StudyPaths) -> None:
-    """QA: keep the best trial's validation predictions beside the trials table, for error analysis."""
-    best = best_complete_trial(study.get_trials(deepcopy=False))
-    if best is None:
+def write_best_predictions(paths: StudyPaths, trial_number: int | None) -> None:
+    """Keep the exported trial's selection-set predictions beside the trials table, for error analysis: the
+    best trial's after the study, the confirmed winner's after a confirmation stage."""
+    if trial_number is None:
         return
-    source = paths.predictions_dir / f"trial-{best.number}.jsonl"
+    source = paths.trial_predictions(trial_number)
     if source.is_file():
         write_text_atomic(paths.best_predictions, source.read_text())
