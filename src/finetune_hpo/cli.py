@@ -105,7 +105,8 @@ def config_sources(args: argparse.Namespace) -> ConfigSources:
         overrides=_parse_overrides(args.set),
     )
     if args.config:
-        return ConfigSources(tuple(Path(path) for path in args.config), sources.overrides, sources.workdir)
+        files = (*args.config, *(args.configfile or ()))
+        return ConfigSources(tuple(Path(path) for path in files), sources.overrides, sources.workdir)
     return sources
 
 
@@ -265,8 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
             "--directory",
             metavar="DIR",
             help="the working directory, as snakemake --directory: its config/config.yaml is the config, "
-            "relative paths in the config are relative to it, and results/ and analysis/ are read and written "
-            "in it (default: the profile's directory, else the current one)",
+            "relative paths in the config are relative to it, results/ and analysis/ are read and written in "
+            "it, and run-study and confirm run in it as Snakemake's jobs do (default: the profile's directory, "
+            "else the current one)",
         )
         p.add_argument(
             "--profile",
@@ -278,8 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--configfile",
             nargs="+",
             metavar="FILE",
-            help="config files merged onto DIR/config/config.yaml, in order, as snakemake --configfile merges "
-            "them (they replace the profile's configfiles)",
+            help="config files merged onto DIR/config/config.yaml (or onto --config), in order, as snakemake "
+            "--configfile merges them (they replace the profile's configfiles)",
         )
         p.add_argument(
             "--config",
