@@ -132,3 +132,100 @@ def test_local_data_files_load_in_every_supported_format(realdata: Path, tmp_pat
         splits["train"][0]["sentence1"]
         == json.loads((realdata / "rte" / "train.jsonl").read_text().splitlines()[0])["sentence1"]
     )
+
+
+def test_validate_reads_a_profile_like_snakemake_and_checks_its_vm(tmp_path: Path) -> None:
+    vm1 = _cli("validate", "--profile", "profiles/vm1")
+    assert vm1.returncode == 0, vm1.stderr
+    assert vm1.stdout.splitlines()[0] == "config: config/config.yaml, then profiles/vm1/vm.yaml merged on top"
+    assert "2 studies planned (vm vm1)" in vm1.stdout and "sst2" not in vm1.stdout
+    profile = tmp_path / "vm3"
+    profile.mkdir()
+    (tmp_path / "vm3.yaml").write_text("vm: vm3\n")
+    (profile / "config.yaml").write_text(f"configfiles: [config/config.yaml, {tmp_path / 'vm3.yaml'}]\ncores: 1\n")
+    refused = _cli("validate", "--profile", str(profile))
+    assert refused.returncode == 1
+    assert refused.stderr.strip().endswith(
+        "Invalid configuration: vm: 'vm3' is not defined under 'vms' (defined: vm1, vm2)"
+    )
+
+
+def test_validate_prints_one_line_per_config_problem() -> None:
+    bad = _cli("validate", "--set", "optuna.n_trails=3", "--set", "tasks.sst2.train_szie=30")
+    assert bad.returncode == 1
+    lines = bad.stderr.strip().splitlines()
+    assert [line.split(" ERROR finetune_hpo: ", 1)[1] for line in lines] == [
+        "Invalid configuration: optuna.n_trails: unknown key (did you mean n_trials?)",
+        "Invalid configuration: tasks.sst2.train_szie: unknown key (did you mean train_size?)",
+    ]
+
+
+def test_check_with_nothing_to_review_writes_nothing_and_says_where_it_looked(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "config").mkdir(parents=True)
+    shutil.copy(REPO / "config" / "config.yaml", run / "config" / "config.yaml")
+    result = _cli("check", "--directory", str(run))
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "nothing to review: none of the 8 planned studies" in line
+    assert f"{run / 'analysis'}" in line and f"{run / 'results' / 'studies'}" in line
+    assert sorted(path.name for path in run.rglob("*")) == ["config", "config.yaml"]  # nothing written
+
+
+def test_help_is_plain_text_with_a_description_and_the_choices() -> None:
+    top = _cli("--help")
+    assert top.returncode == 0 and "``" not in top.stdout
+    commands = ("validate", "run-study", "confirm", "export", "check", "evaluate", "demo-data")
+    for command in commands:
+        assert command in top.stdout
+        text = _cli(command, "--help").stdout
+        assert "``" not in text and ":func:" not in text, command
+        description = text.split("\n\n")[1]  # usage, then the description paragraph
+        assert len(description.split()) > 12 and not description.startswith("options"), command
+    run_study = _cli("run-study", "--help").stdout
+    assert "{full_finetune,lora}" in run_study and "{mrpc,rte,squad_v2,sst2}" in run_study
+    evaluate = " ".join(_cli("evaluate", "--help").stdout.split())
+    assert "default: print them only" in evaluate and "scores.json" not in evaluate
+
+
+def test_evaluate_reload_names_where_the_head_comes_from_and_writes_only_with_out(
+    tmp_path: Path, tiny_model: Path, realdata: Path
+) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from finetune_hpo.best_model import save_trial_model
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_model), num_labels=2)
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["query", "value"], modules_to_save=["classifier"]))
+    info = {
+        "trial": 0,
+        "task": "sst2",
+        "method": "lora",
+        "study_name": "sst2_lora",
+        "base_model": str(tiny_model),
+        "metric": "accuracy",
+        "value": 50.0,
+        "params": {},
+        "seed": 42,
+        "max_seq_length": 64,
+        "precision": "fp32",
+    }
+    saved = save_trial_model(model, AutoTokenizer.from_pretrained(str(tiny_model)), tmp_path / "best_model", info)
+    before = sorted(path.name for path in tmp_path.rglob("*"))
+    data = ["--data", str(realdata / "sst2" / "validation.jsonl")]
+    result = _cli("evaluate", "--model", str(saved), "--task", "sst2", *data)
+    assert result.returncode == 0, result.stderr
+    assert "validation.jsonl: accuracy = " in result.stdout
+    # transformers' report on the base model would call the head MISSING; the adapter's trained head follows.
+    assert "LOAD REPORT" not in result.stderr and "MISSING" not in result.stderr
+    assert "has no trained classifier; loaded from the adapter" in result.stderr
+    # A module the adapter does not hold (here the pooler, left out of modules_to_save) is said once, too.
+    assert (
+        "bert.pooler.dense.bias, bert.pooler.dense.weight in neither the base model nor the adapter: initialised "
+        "from the study's seed, as in training"
+    ) in result.stderr
+    assert sorted(path.name for path in tmp_path.rglob("*")) == before  # nothing written without --out
+    out = tmp_path / "scores.json"
+    assert _cli("evaluate", "--model", str(saved), "--task", "sst2", *data, "--out", str(out)).returncode == 0
+    assert json.loads(out.read_text())["scores"]["validation"]["size"] == 40

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from finetune_hpo.config import ConfigError, check_config, planned_tasks, study_settings
-from finetune_hpo.data import DataError
 from tests.conftest import demo_config, real_config
 
 
@@ -89,7 +88,7 @@ def test_data_file_without_the_task_columns_is_refused(tmp_path: Path) -> None:
     bad = tmp_path / "train.jsonl"
     bad.write_text(json.dumps({"text": "hello", "label": 1}) + "\n")
     config = _broken(lambda c: c["tasks"]["mrpc"].update({"data_files": {"train": str(bad), "validation": str(bad)}}))
-    with pytest.raises(DataError, match=r"tasks\.mrpc\.data_files\.train: .* lacks column\(s\) sentence1, sentence2"):
+    with pytest.raises(ConfigError, match=r"tasks\.mrpc\.data_files\.train: .* lacks column\(s\) sentence1, sentence2"):
         check_config(config)
 
 
@@ -148,3 +147,96 @@ def test_enqueued_values_are_typed_by_the_space_and_other_methods_entries_droppe
     assert full.enqueue == ({"learning_rate": 2e-5, "num_train_epochs": 3},)
     assert isinstance(full.enqueue[0]["num_train_epochs"], int)
     assert study_settings(config, "sst2", "lora").enqueue[1] == {"lora_rank": 8}
+
+
+def _problems(config: dict, **kwargs) -> list[str]:
+    with pytest.raises(ConfigError) as raised:
+        check_config(config, **kwargs)
+    lines = str(raised.value).splitlines()
+    assert lines == [f"Invalid configuration: {problem}" for problem in raised.value.problems]
+    return list(raised.value.problems)
+
+
+def test_schema_problems_are_one_line_each_with_the_full_key_and_a_suggestion() -> None:
+    def mutate(config: dict) -> None:
+        config["optuna"]["n_trails"] = config["optuna"].pop("n_trials")
+        config["tasks"]["sst2"]["train_szie"] = config["tasks"]["sst2"].pop("train_size")
+        config["search_spaces"]["lora"]["learning_rate"]["hihg"] = 1e-3
+        config["n_trials"] = 3  # in the wrong place
+        config["training"]["precision"] = "bf32"
+        config["tasks"]["rte"]["data_files"] = {"train": "a.jsonl", "validation": "b.jsonl", "test": "c.jsonl"}
+
+    assert _problems(_broken(mutate)) == [
+        "n_trials: unknown key (did you mean optuna.n_trials?)",
+        "optuna.n_trails: unknown key (did you mean n_trials?)",
+        "search_spaces.lora.learning_rate.hihg: unknown key (did you mean high?)",
+        "tasks.rte.data_files.test: unknown key (known keys here: train, validation)",
+        "tasks.sst2.train_szie: unknown key (did you mean train_size?)",
+        "training.precision: 'bf32' is not one of ['auto', 'fp32', 'bf16', 'fp16']",
+    ]
+
+
+def test_semantic_problems_are_collected_one_line_each() -> None:
+    def mutate(config: dict) -> None:
+        config["search_spaces"]["lora"]["learning_rate"] = {"type": "float", "low": 0.0, "high": 0.1, "log": True}
+        config["optuna"]["enqueue"] = [{"learning_rte": 1e-5}]
+        config["model"]["name_or_path"] = "./models/missing-bert"
+
+    problems = _problems(_broken(mutate))
+    assert problems == [
+        "model.name_or_path: local model directory ./models/missing-bert does not exist",
+        "optuna.enqueue[0]: unknown hyperparameter(s) learning_rte; the search spaces define batch_size, "
+        "learning_rate, lora_alpha, lora_dropout, lora_rank, num_train_epochs, warmup_ratio, weight_decay",
+        "search_spaces.lora.learning_rate: a log-scale range needs low > 0, got low=0.0",
+    ]
+    # Names first: a misspelt task is named with its closest match, before anything looks it up.
+    assert _problems(_broken(lambda c: c["tasks"].update({"sst-2": c["tasks"].pop("sst2")})))[0].startswith(
+        "tasks.sst-2: unknown task (did you mean sst2?)"
+    )
+
+
+def _local_task(tmp_path: Path, realdata: Path, **task) -> dict:
+    """The real plan reduced to SST-2 on the shipped rows (60 train, 40 validation), under ``tmp_path``."""
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    for split in ("train", "validation"):
+        (data / f"{split}.jsonl").write_bytes((realdata / "sst2" / f"{split}.jsonl").read_bytes())
+    config = real_config()
+    files = {"train": "data/train.jsonl", "validation": "data/validation.jsonl"}
+    config["tasks"] = {"sst2": {"train_size": 40, "validation_fraction": 0.5, "data_files": files} | task}
+    config["vms"] = {}
+    return config
+
+
+def test_tier_and_selection_set_must_fit_the_rows_of_local_files(tmp_path: Path, realdata: Path) -> None:
+    check_config(_local_task(tmp_path, realdata), workdir=tmp_path)  # 40 of 60 rows, 20 of 40
+    assert _problems(_local_task(tmp_path, realdata, train_size=3000), workdir=tmp_path) == [
+        "tasks.sst2.train_size: 3000 training examples asked, but data/train.jsonl has 60 rows; lower train_size "
+        "or give a larger file",
+        "tasks.sst2.validation_fraction: the selection set needs 1500 rows (0.5 x train_size 3000), but "
+        "data/validation.jsonl has 40; lower validation_fraction or train_size",
+    ]
+    # Relative paths are the working directory's (Snakemake's --directory), and the message says where it looked.
+    missing, _validation = _problems(_local_task(tmp_path, realdata), workdir=tmp_path / "elsewhere")
+    assert missing == (
+        f"tasks.sst2.data_files.train: file data/train.jsonl does not exist (looked for "
+        f"{tmp_path / 'elsewhere' / 'data' / 'train.jsonl'})"
+    )
+
+
+def test_only_the_files_the_demo_generates_are_excused_from_existing(tmp_path: Path) -> None:
+    check_config(demo_config(), workdir=tmp_path)  # nothing generated yet: every data file is the generator's
+    config = demo_config()
+    config["tasks"]["rte"]["data_files"]["train"] = "resources/synthetic/rte/train-copy.jsonl"
+    assert _problems(config, workdir=tmp_path) == [
+        f"tasks.rte.data_files.train: file resources/synthetic/rte/train-copy.jsonl does not exist (looked for "
+        f"{tmp_path}/resources/synthetic/rte/train-copy.jsonl); the demo generates only "
+        "resources/synthetic/rte/train.jsonl"
+    ]
+    # A generated file holds demo.examples_per_split rows, and the tier must fit them too.
+    config = demo_config()
+    config["tasks"]["rte"]["train_size"] = 3000
+    assert _problems(config, workdir=tmp_path)[0] == (
+        "tasks.rte.train_size: 3000 training examples asked, but demo.examples_per_split.train has 1000 rows; "
+        "lower train_size or give a larger file"
+    )

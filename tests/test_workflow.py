@@ -7,8 +7,10 @@ import copy
 import csv
 import json
 import os
+import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -20,7 +22,7 @@ import yaml
 from optuna.trial import TrialState
 
 from finetune_hpo.export import load_optimal
-from tests.conftest import REPO, demo_config
+from tests.conftest import REPO, demo_config, real_config
 from tests.helpers import assert_trials_learned, freeze_in_a_running_trial, journal_trials
 
 pytestmark = pytest.mark.slow
@@ -286,3 +288,168 @@ def test_report_html_holds_every_figure_and_the_summary(demo_run: Path) -> None:
     for name in ("history.png", "importances.png", "slice.png", "lora_vs_full.png", "summary.csv"):
         assert name in html
     assert "confirmation_seeds.png" in html
+
+
+def _cli(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "finetune_hpo.cli", *arguments], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+
+
+def _config_problems(output: str) -> list[str]:
+    return [
+        line[line.index("Invalid configuration: ") :]
+        for line in output.splitlines()
+        if "Invalid configuration: " in line
+    ]
+
+
+def test_snakemake_and_validate_report_config_problems_alike_one_line_each(tmp_path: Path) -> None:
+    config = _slice_config()
+    config["optuna"]["n_trails"] = config["optuna"].pop("n_trials")
+    config["tasks"]["rte"]["train_szie"] = config["tasks"]["rte"].pop("train_size")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    planned = _snakemake(tmp_path, "-n", check=False)
+    assert planned.returncode != 0
+    expected = [
+        "Invalid configuration: optuna.n_trails: unknown key (did you mean n_trials?)",
+        "Invalid configuration: tasks.rte.train_szie: unknown key (did you mean train_size?)",
+    ]
+    assert _config_problems(planned.stdout + planned.stderr) == expected
+    # No schema dump: Snakemake's frame around the two lines, nothing more.
+    assert "Failed validating" not in planned.stderr and len((planned.stdout + planned.stderr).splitlines()) < 8
+    validated = _cli("validate", "--directory", str(tmp_path))
+    assert validated.returncode == 1 and _config_problems(validated.stderr) == expected
+    # The checks after the schema too: a tier larger than the demo generates, before any job.
+    config = _slice_config()
+    config["tasks"]["rte"]["train_size"] = 5000
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    planned = _snakemake(tmp_path, "-n", check=False)
+    expected = [
+        "Invalid configuration: tasks.rte.train_size: 5000 training examples asked, but "
+        "demo.examples_per_split.train has 200 rows; lower train_size or give a larger file",
+        "Invalid configuration: tasks.rte.validation_fraction: the selection set needs 2500 rows (0.5 x train_size "
+        "5000), but demo.examples_per_split.validation has 200; lower validation_fraction or train_size",
+    ]
+    assert _config_problems(planned.stdout + planned.stderr) == expected
+    assert (
+        _config_problems(_cli("validate", "--profile", "profiles/demo", "--directory", str(tmp_path)).stderr)
+        == expected
+    )
+
+
+def _studies_snakemake_plans(*args: str) -> list[str]:
+    result = subprocess.run([*SNAKEMAKE, *args, "-n"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = (result.stdout + result.stderr).split("\nrule ")[1:]
+    return sorted(
+        "{}_{}".format(*re.search(r"wildcards: task=(\w+), method=(\w+)", job).groups())
+        for job in jobs
+        if job.startswith("run_study:")
+    )
+
+
+def _studies_validate_plans(*args: str) -> list[str]:
+    result = _cli("validate", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sorted(line.split(":")[0].strip() for line in result.stdout.splitlines() if line.startswith("  "))
+
+
+@pytest.mark.parametrize(
+    "case", ["run folder", "run folder with a vm profile", "run folder with --configfile", "vm2 profile"]
+)
+def test_validate_plans_the_studies_snakemake_plans(tmp_path: Path, case: str) -> None:
+    run = tmp_path / "run"
+    (run / "config").mkdir(parents=True)
+    config = _slice_config()  # squad_v2 (vm1) and rte (vm2)
+    if case == "run folder with a vm profile":
+        config = real_config()  # SST-2 alone, from the hub
+        config["tasks"], config["vms"] = {"sst2": config["tasks"]["rte"]}, {}
+    (run / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "vm1.yaml").write_text("vm: vm1\n")
+    args = {
+        "run folder": ["--profile", "profiles/demo", "--directory", str(run)],
+        # The VM profiles name the repository's config: Snakemake merges it onto the run folder's, and so
+        # does validate (it prints the merge).
+        "run folder with a vm profile": ["--profile", "profiles/vm2", "--directory", str(run)],
+        "run folder with --configfile": ["--directory", str(run), "--configfile", str(tmp_path / "vm1.yaml")],
+        "vm2 profile": ["--profile", "profiles/vm2", "--directory", str(tmp_path / "empty")],
+    }[case]
+    studies = _studies_validate_plans(*args)
+    assert studies == _studies_snakemake_plans(*args)
+    assert (
+        studies
+        == {
+            "run folder": sorted(
+                f"{task}_{method}" for task in ("rte", "squad_v2") for method in ("full_finetune", "lora")
+            ),
+            "run folder with a vm profile": sorted(
+                f"{task}_{m}" for task in ("mrpc", "rte", "sst2") for m in ("full_finetune", "lora")
+            ),
+            "run folder with --configfile": ["squad_v2_full_finetune", "squad_v2_lora"],
+            "vm2 profile": sorted(f"{task}_{m}" for task in ("mrpc", "rte", "sst2") for m in ("full_finetune", "lora")),
+        }[case]
+    )
+
+
+def _readme_section(title: str) -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index(f"\n## {title}\n")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def test_your_own_data_and_model_in_five_minutes(tmp_path: Path, tiny_model: Path, realdata: Path) -> None:
+    """The README section's steps, with the tests' tiny model for roberta-base: a folder with a small jsonl
+    dataset and the section's config, validate, the workflow through Snakemake, check."""
+    section = _readme_section("Your own data and model in five minutes")
+    commands = section.split("```bash\n")[1].split("```")[0]
+    for step in (
+        "finetune-hpo validate --directory myrun",
+        "snakemake --profile profiles/demo --directory myrun",
+        "finetune-hpo check --directory myrun",
+    ):
+        assert step in commands, step
+    config = yaml.safe_load(section.split("```yaml\n")[1].split("```")[0])
+    assert config["model"]["name_or_path"] == "roberta-base"
+    config["model"]["name_or_path"] = str(tiny_model)  # no hub here
+    myrun = tmp_path / "myrun"
+    (myrun / "config").mkdir(parents=True)
+    (myrun / "data").mkdir()
+    for split in ("train", "validation"):  # the shipped SST-2 rows: 60 and 40
+        shutil.copy(realdata / "sst2" / f"{split}.jsonl", myrun / "data" / f"{split}.jsonl")
+    (myrun / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+
+    validated = _cli("validate", "--directory", str(myrun))
+    assert validated.returncode == 0, validated.stderr
+    assert validated.stdout.startswith(f"config: {myrun}/config/config.yaml (working directory {myrun})")
+    studies = _studies_validate_plans("--directory", str(myrun))
+    assert studies == ["sst2_full_finetune", "sst2_lora"]
+    assert _studies_snakemake_plans("--profile", "profiles/demo", "--directory", str(myrun)) == studies
+
+    # A shared machine's umask: every file the run writes is readable by the group and others.
+    run = subprocess.run(
+        [*SNAKEMAKE, "--profile", "profiles/demo", "--directory", str(myrun)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        preexec_fn=lambda: os.umask(0o022),
+    )
+    assert run.returncode == 0, f"{run.stdout[-3000:]}\n{run.stderr[-6000:]}"
+    for study in studies:
+        document = load_optimal(myrun / "analysis" / f"{study}_optimal.yaml")
+        assert document["n_trials"] == 2 and document["best_model"]["reproduced"]
+    checked = _cli("check", "--directory", str(myrun))
+    assert checked.returncode == 0, checked.stderr
+    assert "sst2_full_finetune" in checked.stdout and "sst2_lora" in checked.stdout
+    unreadable = [
+        str(path.relative_to(myrun))
+        for path in myrun.rglob("*")
+        if ".snakemake" not in path.parts
+        and not path.is_symlink()
+        and stat.S_IMODE(path.stat().st_mode) & (0o055 if path.is_dir() else 0o044)
+        != (0o055 if path.is_dir() else 0o044)
+    ]
+    assert not unreadable, f"not readable by group and others under umask 022: {unreadable}"
+    assert any(path.name == "model.safetensors" for path in myrun.rglob("*"))  # the saved model is among them

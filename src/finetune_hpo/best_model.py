@@ -20,7 +20,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from finetune_hpo.io import write_text_atomic
+from finetune_hpo.io import apply_umask, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +112,7 @@ def save_trial_model(model: Any, tokenizer: Any, directory: Path, info: Mapping[
         tokenizer.save_pretrained(str(staging))
         write_text_atomic(staging / INFO_FILE, json.dumps(dict(info), indent=2, sort_keys=True) + "\n")
         write_text_atomic(staging / "README.md", model_card(info))
+        apply_umask(staging)  # the weights come from safetensors at 0o600: a colleague could not load them
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
     return target

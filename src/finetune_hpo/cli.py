@@ -2,7 +2,9 @@
 
 The Snakemake rules' scripts (``workflow/scripts/``) call the same functions; this CLI is for checking a
 config, running, exporting or rescoring one study outside Snakemake, and generating the demo data. It
-finds files where the workflow writes them (:class:`ResultsLayout`).
+reads the config Snakemake reads for the same ``--profile``/``--directory``/``--configfile``
+(:func:`finetune_hpo.config.workflow_config_sources`) and finds files where the workflow writes them
+(:class:`ResultsLayout`).
 """
 
 from __future__ import annotations
@@ -10,11 +12,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from finetune_hpo.config import ConfigError, load_config, planned_studies, study_settings
+from finetune_hpo.config import (
+    ConfigError,
+    ConfigSources,
+    load_config,
+    planned_studies,
+    study_settings,
+    workflow_config_sources,
+)
 from finetune_hpo.data import DataError
 from finetune_hpo.demo import GENERATORS, generate_task_data
 from finetune_hpo.evaluation import write_scores
@@ -24,8 +34,15 @@ from finetune_hpo.jobs import workflow_job
 from finetune_hpo.report import render_terminal, write_summary
 from finetune_hpo.review import StudyFiles, review_phase1
 from finetune_hpo.storage import StudyPaths
+from finetune_hpo.tasks import METHODS, TASKS
 
 logger = logging.getLogger("finetune_hpo")
+
+DESCRIPTION = """The steps of the Phase 1 workflow that you run by hand: check a config and list the
+studies Snakemake would plan (validate), run, confirm or export one study outside Snakemake, review the
+finished studies (check), rescore a saved model (evaluate) and write the demo's data (demo-data). Each
+command that reads a config reads what Snakemake reads for the same --profile, --directory and
+--configfile; run one with --help for its options."""
 
 
 @dataclass(frozen=True)
@@ -78,20 +95,57 @@ def _parse_overrides(pairs: list[str]) -> dict:
     return overrides
 
 
+def config_sources(args: argparse.Namespace) -> ConfigSources:
+    """The config files of a command: ``--config`` as given, else those Snakemake reads for the same
+    ``--profile``, ``--directory`` and ``--configfile``."""
+    sources = workflow_config_sources(
+        directory=args.directory,
+        profile=args.profile,
+        configfiles=args.configfile or (),
+        overrides=_parse_overrides(args.set),
+    )
+    if args.config:
+        files = (*args.config, *(args.configfile or ()))
+        return ConfigSources(tuple(Path(path) for path in files), sources.overrides, sources.workdir)
+    return sources
+
+
+def _layout(args: argparse.Namespace, sources: ConfigSources) -> ResultsLayout:
+    """The results and analysis folders: as given, else the working directory's."""
+    return ResultsLayout(
+        Path(args.results) if args.results else sources.workdir / "results",
+        Path(getattr(args, "analysis", None) or sources.workdir / "analysis"),
+    )
+
+
+def _enter_workdir(sources: ConfigSources, layout: ResultsLayout) -> ResultsLayout:
+    """Change into the working directory, as Snakemake does before a job, so the config's relative paths
+    (a local model) resolve there; returns ``layout`` with absolute paths."""
+    layout = ResultsLayout(layout.results.resolve(), layout.analysis.resolve())
+    os.chdir(sources.workdir)
+    return layout
+
+
 def cmd_validate(args: argparse.Namespace) -> None:
-    config = load_config(args.config, _parse_overrides(args.set))
-    print(f"{args.config}: valid. Studies planned ({config['vm'] or 'all tasks'}):")
-    for settings in planned_studies(config):
-        print(f"  {settings.study_name}: {len(settings.search_space)} hyperparameters, {settings.n_trials} trials")
+    sources = config_sources(args)
+    print(sources.describe())
+    config = load_config(sources)
+    studies = planned_studies(config)
+    print(f"valid. {len(studies)} studies planned ({'vm ' + config['vm'] if config['vm'] else 'all tasks'}):")
+    for settings in studies:
+        print(
+            f"  {settings.study_name}: {len(settings.search_space)} hyperparameters, {settings.n_trials} trials, "
+            f"train_size {settings.data.train_size}"
+        )
 
 
 def cmd_run_study(args: argparse.Namespace) -> None:
     claim_gpu()  # before torch is imported: it pins this study to one free GPU of the host
     from finetune_hpo.study import run_study  # imports torch, so only after the claim
 
-    config = load_config(args.config, _parse_overrides(args.set))
-    settings = study_settings(config, args.task, args.method)
-    layout = ResultsLayout(Path(args.results))
+    sources = config_sources(args)
+    settings = study_settings(load_config(sources), args.task, args.method)
+    layout = _enter_workdir(sources, _layout(args, sources))
     summary_path, tokenized = layout.data_summary(args.task), layout.tokenized(args.task)
     if not summary_path.is_file() or not tokenized.is_dir():
         raise DataError(
@@ -112,9 +166,9 @@ def cmd_confirm(args: argparse.Namespace) -> None:
     claim_gpu()  # as for run-study: before torch is imported
     from finetune_hpo.confirmation import run_confirmation
 
-    config = load_config(args.config, _parse_overrides(args.set))
-    settings = study_settings(config, args.task, args.method)
-    layout = ResultsLayout(Path(args.results))
+    sources = config_sources(args)
+    settings = study_settings(load_config(sources), args.task, args.method)
+    layout = _enter_workdir(sources, _layout(args, sources))
     run_confirmation(
         settings,
         layout.tokenized(args.task),
@@ -127,9 +181,9 @@ def cmd_confirm(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    config = load_config(args.config, _parse_overrides(args.set))
-    settings = study_settings(config, args.task, args.method)
-    layout = ResultsLayout(Path(args.results))
+    sources = config_sources(args)
+    settings = study_settings(load_config(sources), args.task, args.method)
+    layout = _layout(args, sources)
     scores = layout.best_model_scores(settings.study_name)
     confirmation = layout.confirmation(settings.study_name)
     export_study(
@@ -143,8 +197,9 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> None:
-    config = load_config(args.config, _parse_overrides(args.set))
-    layout = ResultsLayout(Path(args.results), Path(args.analysis))
+    sources = config_sources(args)
+    config = load_config(sources)
+    layout = _layout(args, sources)
     studies = [
         StudyFiles(
             settings,
@@ -154,6 +209,13 @@ def cmd_check(args: argparse.Namespace) -> None:
         )
         for settings in planned_studies(config, args.tasks)
     ]
+    if not any(study.optimal.exists() or study.trials_table.exists() for study in studies):
+        # Nothing has run here: a table of MISSING rows, written into this folder, would only mislead.
+        raise FileNotFoundError(
+            f"nothing to review: none of the {len(studies)} planned studies has an export in {layout.analysis}/ "
+            f"or a trials table in {layout.results / 'studies'}/; run the workflow first, or point --directory "
+            "(or --results and --analysis) at the folder it wrote"
+        )
     reviews = review_phase1(studies)
     write_summary(reviews, layout.results / "summary.md", layout.results / "summary.csv")
     print(render_terminal(reviews))
@@ -192,65 +254,138 @@ def cmd_demo_data(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="finetune-hpo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="finetune-hpo", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add_command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=f"{summary[0].upper()}{summary[1:]}. {description}")
 
     def with_config(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", default="config/config.yaml", help="experiment config (default: %(default)s)")
+        p.add_argument(
+            "--directory",
+            metavar="DIR",
+            help="the working directory, as snakemake --directory: its config/config.yaml is the config, "
+            "relative paths in the config are relative to it, results/ and analysis/ are read and written in "
+            "it, and run-study and confirm run in it as Snakemake's jobs do (default: the profile's directory, "
+            "else the current one)",
+        )
+        p.add_argument(
+            "--profile",
+            metavar="DIR",
+            help="a Snakemake profile (e.g. profiles/vm1): its configfiles, directory and config apply as in "
+            "snakemake --profile",
+        )
+        p.add_argument(
+            "--configfile",
+            nargs="+",
+            metavar="FILE",
+            help="config files merged onto DIR/config/config.yaml (or onto --config), in order, as snakemake "
+            "--configfile merges them (they replace the profile's configfiles)",
+        )
+        p.add_argument(
+            "--config",
+            nargs="+",
+            metavar="FILE",
+            help="the config: exactly these files, each merged onto the ones before (default: what Snakemake "
+            "reads, DIR/config/config.yaml and the profile's configfiles)",
+        )
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
 
-    p = sub.add_parser("validate", help="check a config (schema, ranges, data files) and list its studies")
+    def with_study(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--task", required=True, choices=sorted(TASKS), help="the study's task")
+        p.add_argument("--method", required=True, choices=METHODS, help="the study's method")
+        p.add_argument("--results", help="results folder (default: DIR/results)")
+
+    p = add_command(
+        "validate",
+        "check a config and list the studies it plans",
+        "Checks the schema (one line per problem, naming the key), names, ranges and search spaces, that "
+        "local data files exist with the task's columns and enough rows for the training tier and the "
+        "selection set, and that the profile's vm is defined; then prints the files it merged and the "
+        "studies Snakemake would plan for the same options.",
+    )
     with_config(p)
     p.set_defaults(func=cmd_validate)
 
-    for name, func, text in (
-        ("run-study", cmd_run_study, "run or resume one study on prepared data (results/data, results/tokenized)"),
-        ("confirm", cmd_confirm, "run or resume a finished study's confirmation stage (selection.confirm_top_k)"),
-        ("export", cmd_export, "export a finished study's best configuration"),
-    ):
-        p = sub.add_parser(name, help=text)
-        with_config(p)
-        p.add_argument("--task", required=True)
-        p.add_argument("--method", required=True, choices=("full_finetune", "lora"))
-        p.add_argument("--results", default="results", help="results folder (default: %(default)s)")
-        if name in ("run-study", "confirm"):
-            p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
-        if name == "run-study":
-            p.add_argument("--new-study", action="store_true", help="accept a changed study definition")
-        elif name == "export":
-            p.add_argument("--out", help="output YAML (default: analysis/<task>_<method>_optimal.yaml)")
-        p.set_defaults(func=func)
-
-    p = sub.add_parser("check", help="review Phase 1: every optimal config present and valid, gaps, convergence")
+    p = add_command(
+        "run-study",
+        "run or resume one study on prepared data",
+        "Needs the task's tier and tokenized data (results/data/TASK, results/tokenized/TASK), which "
+        "Snakemake prepares. Stops at exactly optuna.n_trials COMPLETE trials.",
+    )
     with_config(p)
-    p.add_argument("--tasks", nargs="*", help="tasks to review (default: the config's planned tasks)")
-    p.add_argument("--results", default="results", help="results folder (default: %(default)s)")
-    p.add_argument("--analysis", default="analysis", help="folder of the optimal configs (default: %(default)s)")
+    with_study(p)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default: %(default)s)")
+    p.add_argument("--new-study", action="store_true", help="accept a changed study definition")
+    p.set_defaults(func=cmd_run_study)
+
+    p = add_command(
+        "confirm",
+        "run or resume a finished study's confirmation stage",
+        "Retrains the study's top selection.confirm_top_k configurations with confirm_seeds seeds and "
+        "writes results/studies/STUDY/confirmation.json.",
+    )
+    with_config(p)
+    with_study(p)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default: %(default)s)")
+    p.set_defaults(func=cmd_confirm)
+
+    p = add_command(
+        "export",
+        "export a finished study's best configuration",
+        "Writes analysis/TASK_METHOD_optimal.yaml, the file Phase 2 reads, validated against its schema.",
+    )
+    with_config(p)
+    with_study(p)
+    p.add_argument("--out", help="output YAML (default: DIR/analysis/TASK_METHOD_optimal.yaml)")
+    p.set_defaults(func=cmd_export)
+
+    p = add_command(
+        "check",
+        "review Phase 1",
+        "Prints the review table of the planned studies and writes it to results/summary.md and .csv; exits "
+        "non-zero when an export is missing or invalid or a saved model does not reproduce its score. With "
+        "nothing to review (no export and no trials table) it writes nothing and says where it looked.",
+    )
+    with_config(p)
+    p.add_argument("--tasks", nargs="*", choices=sorted(TASKS), help="tasks to review (default: the planned ones)")
+    p.add_argument("--results", help="results folder (default: DIR/results)")
+    p.add_argument("--analysis", help="folder of the optimal configs (default: DIR/analysis)")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser(
+    p = add_command(
         "evaluate",
-        help="score a saved model (results/studies/<study>/best_model) on data files, with plain transformers/peft",
+        "score a saved model on data files with plain transformers/peft",
+        "Reloads a model the workflow saved (results/studies/STUDY/best_model: full weights, or a LoRA "
+        "adapter with its trained head) without the Trainer and prints its score on each file.",
     )
     p.add_argument("--model", required=True, help="the saved model's folder")
-    p.add_argument("--task", required=True, help="the task (must be the model's)")
+    p.add_argument("--task", required=True, choices=sorted(TASKS), help="the task (must be the model's)")
     p.add_argument(
         "--data", required=True, action="append", help="a file in the task's hub schema (repeat for several)"
     )
-    p.add_argument("--out", help="scores JSON (default: <model>/scores.json)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--out",
+        help="also write the scores as JSON to this file (default: print them only; the model's folder is the "
+        "study's, swapped when a later trial wins, so nothing is written into it)",
+    )
+    p.add_argument("--batch-size", type=int, default=32, help="rows per forward pass (default: %(default)s)")
     p.add_argument(
         "--base-model", help="LoRA: the base model to load the adapter on (default: the one it was trained on)"
     )
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("demo-data", help="write the demo's synthetic data for some tasks")
-    p.add_argument("--out", default="resources/synthetic")
-    p.add_argument("--tasks", nargs="*")
-    p.add_argument("--train", type=int, default=1000)
-    p.add_argument("--validation", type=int, default=400)
-    p.add_argument("--seed", type=int, default=42)
+    p = add_command(
+        "demo-data",
+        "write the demo's synthetic data for some tasks",
+        "Writes OUT/TASK/{train,validation}.jsonl in each task's hub schema, as rule generate_demo_data does.",
+    )
+    p.add_argument("--out", default="resources/synthetic", help="folder (default: %(default)s)")
+    p.add_argument("--tasks", nargs="*", choices=sorted(GENERATORS), help="tasks (default: all)")
+    p.add_argument("--train", type=int, default=1000, help="training rows (default: %(default)s)")
+    p.add_argument("--validation", type=int, default=400, help="validation rows (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=42, help="(default: %(default)s)")
     p.set_defaults(func=cmd_demo_data)
     return parser
 

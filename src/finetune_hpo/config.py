@@ -1,20 +1,25 @@
-"""The experiment configuration: schema validation, the checks a schema cannot express, typed views.
+"""The experiment configuration: where a run's config comes from, schema validation, the checks a schema
+cannot express, typed views.
 
-Both the Snakefile and the CLI go through :func:`check_config`, so a typo is caught the same way
-before any job starts, with a message that names the key.
+Both the Snakefile and the CLI go through :func:`check_config`, so a typo is caught the same way before any
+job starts, with one line per problem that names the key: ``Invalid configuration: <key>: <problem>``.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
+import functools
 import logging
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from finetune_hpo.data import SUPPORTED_DATA_SUFFIXES, check_columns
+from finetune_hpo.data import SUPPORTED_DATA_SUFFIXES, DataError, check_columns, count_rows, selection_size
 from finetune_hpo.search_space import SearchSpaceError, build_search_space
 from finetune_hpo.settings import StudySettings, build_study_settings
 from finetune_hpo.tasks import METHODS, TASKS
@@ -26,27 +31,156 @@ logger = logging.getLogger(__name__)
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 CONFIG_SCHEMA = SCHEMA_DIR / "config.schema.yaml"
 OPTIMAL_SCHEMA = SCHEMA_DIR / "optimal.schema.yaml"
+# The config the Snakefile reads (``configfile:``), relative to Snakemake's working directory.
+WORKFLOW_CONFIG = Path("config/config.yaml")
+# Where rule generate_demo_data writes a task's synthetic split, relative to the working directory
+# (workflow/rules/demo.smk builds its outputs from it).
+DEMO_DATA_FILE = "resources/synthetic/{task}/{split}.jsonl"
 
 
 class ConfigError(ValueError):
-    """An error in the user's configuration; the message names the key and what to do."""
+    """Errors in the user's configuration: one line per problem, ``Invalid configuration: <key>: <problem>``,
+    each naming the key and what to do."""
+
+    def __init__(self, *problems: str) -> None:
+        # A search space shared by several tasks fails once per task: named once.
+        self.problems: tuple[str, ...] = tuple(dict.fromkeys(problems))
+        super().__init__("\n".join(f"Invalid configuration: {problem}" for problem in self.problems))
 
 
-def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Read a YAML config, merge ``overrides`` on top (like Snakemake's --config) and check it."""
-    path = Path(path)
+@dataclass(frozen=True)
+class ConfigSources:
+    """Where a run's config comes from, merged in the order Snakemake merges them.
+
+    Args:
+        files: YAML files, each merged onto the ones before (the working directory's config/config.yaml,
+            then the profile's ``configfiles`` or the command line's ``--configfile``).
+        overrides: ``KEY=VALUE`` settings merged last (Snakemake's ``--config``).
+        workdir: Snakemake's working directory: relative paths in the config (data files, a local model)
+            are relative to it.
+    """
+
+    files: tuple[Path, ...]
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    workdir: Path = Path(".")
+
+    def describe(self) -> str:
+        """One line: the files in merge order, as ``validate`` prints them."""
+        names = [str(path) for path in self.files]
+        merged = f"{names[0]}" + "".join(f", then {name} merged on top" for name in names[1:])
+        where = "" if self.workdir == Path(".") else f" (working directory {self.workdir})"
+        return f"config: {merged}{' and KEY=VALUE overrides' if self.overrides else ''}{where}"
+
+
+def workflow_config_sources(
+    *,
+    directory: str | Path | None = None,
+    profile: str | Path | None = None,
+    configfiles: Sequence[str | Path] = (),
+    overrides: Mapping[str, Any] | None = None,
+) -> ConfigSources:
+    """The config files Snakemake reads for ``snakemake [--profile P] [--directory D] [--configfile F...]``.
+
+    As Snakemake 9 does: the working directory is ``directory``, else the profile's ``directory:``, else the
+    current one; the Snakefile's ``configfile:`` is ``<workdir>/config/config.yaml`` (skipped when absent
+    and other config files are given); the command line's ``configfiles`` (else the profile's
+    ``configfiles:``, relative to the current directory) are merged onto it; the profile's ``config:``
+    entries, then ``overrides``, last.
+
+    Raises:
+        ConfigError: no profile file, or no config file at all.
+    """
+    settings = read_profile(Path(profile)) if profile is not None else {}
+    if directory is None and settings.get("directory") is not None:
+        directory = settings["directory"]
+    workdir = Path(directory) if directory is not None else Path(".")
+    extra = [Path(path) for path in (configfiles or settings.get("configfiles") or [])]
+    workflow_config = workdir / WORKFLOW_CONFIG
+    files: list[Path] = []
+    for path in ([workflow_config] if workflow_config.is_file() or not extra else []) + extra:
+        if not files or path.resolve() != files[-1].resolve():  # a file merged onto itself changes nothing
+            files.append(path)
+    merged_overrides = _deep_merge(_profile_overrides(settings.get("config")), overrides or {})
+    return ConfigSources(tuple(files), merged_overrides, workdir)
+
+
+def read_profile(profile: Path) -> dict[str, Any]:
+    """A Snakemake profile's settings (``config.yaml`` or ``profile.yaml`` in the folder, or the file).
+
+    A scalar that names a file or folder inside the profile is taken from there, as Snakemake does.
+    """
+    path = profile
+    if profile.is_dir():
+        candidates = [profile / name for name in ("config.yaml", "profile.yaml")]
+        path = next((candidate for candidate in candidates if candidate.is_file()), candidates[0])
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError(f"--profile {profile}: no profile there (expected {path})")
+    settings = yaml.safe_load(path.read_text()) or {}
+    for key, value in settings.items():
+        if isinstance(value, str):
+            value = os.path.expanduser(os.path.expandvars(value))
+            settings[key] = str(path.parent / value) if (path.parent / value).exists() else value
+    return settings
+
+
+def _profile_overrides(entries: Any) -> dict[str, Any]:
+    """A profile's ``config:`` (a mapping, or ``KEY=VALUE`` strings) as overrides, values read as YAML
+    (Snakemake tries int, float, bool, then YAML: the same for the values a config holds)."""
+    if not entries:
+        return {}
+    if isinstance(entries, Mapping):
+        return dict(entries)
+    overrides = {}
+    for entry in entries:
+        key, _, value = str(entry).partition("=")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
+def load_config(
+    paths: str | Path | Sequence[str | Path] | ConfigSources, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Read YAML config files, each merged onto the ones before (as Snakemake merges ``--configfile`` onto
+    the Snakefile's config), merge ``overrides`` on top (like Snakemake's ``--config``) and check it.
+
+    Args:
+        paths: One file, several, or :func:`workflow_config_sources`' result (which also sets the
+            working directory that relative data and model paths are checked from).
+        overrides: ``KEY=VALUE`` overrides, merged last.
+    """
+    if isinstance(paths, ConfigSources):
+        sources = paths
+    else:
+        sources = ConfigSources(tuple(Path(path) for path in ([paths] if isinstance(paths, (str, Path)) else paths)))
+    if not sources.files:
+        raise ConfigError(f"{sources.workdir / WORKFLOW_CONFIG}: no config file (the Snakefile reads this one)")
+    config: dict[str, Any] = {}
+    for path in sources.files:
+        if path == sources.workdir / WORKFLOW_CONFIG and not path.is_file():
+            raise ConfigError(
+                f"{path}: config file does not exist (Snakemake reads config/config.yaml in its working "
+                "directory, --directory)"
+            )
+        config = _deep_merge(config, _read_yaml(path))
+    config = _deep_merge(_deep_merge(config, sources.overrides), overrides or {})
+    return check_config(config, workdir=sources.workdir)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file does not exist")
     try:
-        config = yaml.safe_load(path.read_text()) or {}
+        loaded = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
-    if overrides:
-        config = _deep_merge(config, overrides)
-    return check_config(config)
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from err
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: a config file is a mapping of keys, not a {type(loaded).__name__}")
+    return loaded
 
 
 def _deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``update`` merged onto ``base``: mappings key by key, anything else replaced (Snakemake's
+    ``update_config``)."""
     merged = copy.deepcopy(dict(base))
     for key, value in update.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
@@ -56,65 +190,194 @@ def _deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str,
     return merged
 
 
+@functools.cache
+def _config_schema() -> dict[str, Any]:
+    return yaml.safe_load(CONFIG_SCHEMA.read_text())
+
+
+def schema_problems(config: Mapping[str, Any]) -> list[str]:
+    """Every way ``config`` breaks the JSON Schema, one ``<key path>: <problem>`` line each (a misspelt key
+    with the key it is closest to), in key order."""
+    import jsonschema
+
+    schema = _config_schema()
+    errors = jsonschema.Draft202012Validator(schema).iter_errors(config)
+    problems = []
+    for error in sorted(errors, key=lambda error: [str(part) for part in error.absolute_path]):
+        problems.extend(_describe_schema_error(error, schema))
+    return problems
+
+
+def _describe_schema_error(error: Any, schema: Mapping[str, Any]) -> list[str]:
+    where = _key_path(error.absolute_path)
+    instance = error.instance
+    if error.validator == "additionalProperties" and isinstance(instance, Mapping):
+        known = list(error.schema.get("properties", {}))
+        return [
+            f"{_key_path([*error.absolute_path, key])}: unknown key{_did_you_mean(str(key), known, schema)}"
+            for key in instance
+            if key not in known
+        ]
+    if error.validator == "required" and isinstance(instance, Mapping):
+        return [
+            f"{_key_path([*error.absolute_path, key])}: missing (required)"
+            for key in error.validator_value
+            if key not in instance
+        ]
+    return [f"{where or '(top level)'}: {error.message}"]
+
+
+def _key_path(parts: Iterable[Any]) -> str:
+    """``["optuna", "enqueue", 0, "lr"]`` -> ``optuna.enqueue[0].lr``."""
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _did_you_mean(key: str, known: Sequence[str], schema: Mapping[str, Any]) -> str:
+    """`` (did you mean n_trials?)`` for a misspelling, the full path for a key in the wrong place, else the
+    keys allowed there."""
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {close[0]}?)"
+    elsewhere = sorted(path for path in _schema_key_paths(schema) if path.rsplit(".", 1)[-1] == key)
+    if elsewhere:
+        return f" (did you mean {' or '.join(elsewhere)}?)"
+    return f" (known keys here: {', '.join(known)})" if known else ""
+
+
+def _schema_key_paths(schema: Mapping[str, Any]) -> list[str]:
+    """Every key path the schema defines, a mapping's free keys written ``<name>`` (``tasks.<name>.train_size``)."""
+    definitions = schema.get("definitions", {})
+
+    def resolve(node: Mapping[str, Any]) -> Mapping[str, Any]:
+        while "$ref" in node:
+            node = definitions[node["$ref"].rsplit("/", 1)[-1]]
+        return node
+
+    def walk(node: Mapping[str, Any], prefix: str, depth: int) -> Iterable[str]:
+        node = resolve(node)
+        if depth > 4:
+            return
+        for name, child in node.get("properties", {}).items():
+            yield f"{prefix}{name}"
+            yield from walk(child, f"{prefix}{name}.", depth + 1)
+        if isinstance(node.get("additionalProperties"), Mapping):
+            yield from walk(node["additionalProperties"], f"{prefix}<name>.", depth + 1)
+
+    return list(walk(schema, "", 0))
+
+
 def validate_schema(config: dict[str, Any]) -> None:
-    """Validate against the JSON Schema and fill in its defaults, in place (Snakemake's validator)."""
-    from snakemake.exceptions import WorkflowError
+    """Validate against the JSON Schema and fill in its defaults, in place (Snakemake's validator).
+
+    Raises:
+        ConfigError: one line per problem.
+    """
+    problems = schema_problems(config)
+    if problems:
+        raise ConfigError(*problems)
     from snakemake.utils import validate
 
-    try:
-        validate(config, str(CONFIG_SCHEMA), set_default=True)
-    except WorkflowError as err:
-        raise ConfigError(f"config does not match {CONFIG_SCHEMA.name}: {_first_line(err)}") from err
+    validate(config, str(CONFIG_SCHEMA), set_default=True)
+
+
+def describe_invalid_config(config: Mapping[str, Any], error: Exception) -> str:
+    """The message for a config that Snakemake's ``validate`` refused: one line per problem (its own message
+    names the first problem only, above a dump of the schema)."""
+    return str(ConfigError(*(schema_problems(config) or [_first_line(error)])))
 
 
 def _first_line(err: Exception) -> str:
-    # Snakemake's message repeats the whole schema; the first lines carry the key and the problem.
     lines = [line for line in str(err).splitlines() if line.strip()]
     return " ".join(lines[:3])
 
 
 def check_config(
-    config: dict[str, Any], *, check_data_files: bool = True, schema_validated: bool = False
+    config: dict[str, Any],
+    *,
+    check_data_files: bool = True,
+    schema_validated: bool = False,
+    workdir: str | Path = ".",
 ) -> dict[str, Any]:
     """Validate ``config`` in place (schema, then semantics) and return it.
 
     Args:
         config: The merged config dict; schema defaults are written into it.
-        check_data_files: Also check that local data files exist and have the task's columns. Files that
-            the demo generates are skipped until they exist.
+        check_data_files: Also check that local data files exist, have the task's columns and hold the
+            rows the tier and the selection set draw. A file is excused from existing only when the demo
+            generates it (``demo.synthetic_data`` and the path rule generate_demo_data writes).
         schema_validated: The caller already ran Snakemake's ``validate`` (the Snakefile does).
+        workdir: Snakemake's working directory, which relative data and model paths are relative to.
 
     Raises:
-        ConfigError: naming the key and the problem.
+        ConfigError: one line per problem, each naming the key.
     """
     if not schema_validated:
         validate_schema(config)
+    workdir = Path(workdir)
+    problems: list[str] = []
+
+    def collect(check: Callable[..., Any], *args: Any) -> None:
+        try:
+            check(*args)
+        except ConfigError as err:
+            problems.extend(err.problems)
+        except DataError as err:
+            problems.append(str(err))
+
+    collect(_check_names, config)
+    if problems:  # the checks below look tasks and methods up by name
+        raise ConfigError(*problems)
+    collect(_check_model, config, workdir)
+    collect(_check_workers, config)
+    collect(_check_enqueue_names, config)
+    for task_name in config["tasks"]:
+        for method in config["methods"]:
+            collect(_check_study, config, task_name, method)
+        if check_data_files:
+            collect(_check_data_files, config, task_name, workdir)
+    if problems:
+        raise ConfigError(*problems)
+    return config
+
+
+def _check_names(config: Mapping[str, Any]) -> None:
+    """Tasks, methods and VMs name things that exist."""
+    problems = []
     for task_name in config["tasks"]:
         if task_name not in TASKS:
-            raise ConfigError(f"tasks.{task_name}: unknown task; known tasks: {', '.join(sorted(TASKS))}")
+            problems.append(
+                f"tasks.{task_name}: unknown task{_close_to(task_name, TASKS)}; known tasks: {', '.join(sorted(TASKS))}"
+            )
     for method in config["methods"]:
         if method not in METHODS:
-            raise ConfigError(f"methods: unknown method {method!r}; known methods: {', '.join(METHODS)}")
-        if method not in config["search_spaces"]:
-            raise ConfigError(f"search_spaces.{method}: missing; every method in 'methods' needs a search space")
+            problems.append(
+                f"methods: unknown method {method!r}{_close_to(method, METHODS)}; known methods: {', '.join(METHODS)}"
+            )
+        elif method not in config["search_spaces"]:
+            problems.append(f"search_spaces.{method}: missing; every method in 'methods' needs a search space")
     for vm, vm_tasks in config["vms"].items():
         for task_name in vm_tasks:
             if task_name not in config["tasks"]:
-                raise ConfigError(f"vms.{vm}: task {task_name!r} is not configured under 'tasks'")
+                problems.append(f"vms.{vm}: task {task_name!r} is not configured under 'tasks'")
     if config["vm"] is not None and config["vm"] not in config["vms"]:
         known = ", ".join(config["vms"]) or "none"
-        raise ConfigError(f"vm: {config['vm']!r} is not defined under 'vms' (defined: {known})")
-    _check_model(config)
-    _check_workers(config)
-    _check_enqueue_names(config)
-    for task_name in config["tasks"]:
-        for method in config["methods"]:
-            settings = study_settings(config, task_name, method)
-            _check_confirmation(settings, config)
-            _check_enqueue_values(settings)
-        if check_data_files:
-            _check_data_files(config, task_name)
-    return config
+        problems.append(f"vm: {config['vm']!r} is not defined under 'vms' (defined: {known})")
+    if problems:
+        raise ConfigError(*problems)
+
+
+def _close_to(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _check_study(config: Mapping[str, Any], task_name: str, method: str) -> None:
+    settings = study_settings(config, task_name, method)
+    _check_confirmation(settings, config)
+    _check_enqueue_values(settings)
 
 
 def study_settings(config: Mapping[str, Any], task_name: str, method: str) -> StudySettings:
@@ -207,33 +470,91 @@ def looks_like_local_path(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or name.count("/") > 1
 
 
-def _check_model(config: Mapping[str, Any]) -> None:
+def _in_workdir(workdir: Path, path: str | Path) -> Path:
+    """Where a relative path of the config points: Snakemake resolves it in its working directory."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else workdir / path
+
+
+def _check_model(config: Mapping[str, Any], workdir: Path) -> None:
     name = str(config["model"]["name_or_path"])
     if config["demo"]["build_model"]:
         return  # rule build_demo_model writes it
-    if looks_like_local_path(name) and not Path(name).expanduser().is_dir():
-        raise ConfigError(f"model.name_or_path: local model directory {name} does not exist")
+    if looks_like_local_path(name) and not _in_workdir(workdir, name).is_dir():
+        raise ConfigError(f"model.name_or_path: local model directory {name} does not exist{_looked_in(workdir, name)}")
 
 
-def _check_data_files(config: Mapping[str, Any], task_name: str) -> None:
-    data_files = config["tasks"][task_name].get("data_files")
+def _looked_in(workdir: Path, path: str) -> str:
+    """Where a relative path was looked for, when that is not the current directory."""
+    if workdir == Path(".") or Path(path).expanduser().is_absolute():
+        return ""
+    return f" (looked for {_in_workdir(workdir, path)})"
+
+
+def _check_data_files(config: Mapping[str, Any], task_name: str, workdir: Path) -> None:
+    """The task's local files exist (or the demo writes them), have the task's columns, and hold the rows
+    its tier and selection set draw."""
+    task_config = config["tasks"][task_name]
+    data_files = task_config.get("data_files")
     if not data_files:
         return
-    generated = bool(config["demo"]["synthetic_data"])
+    demo = config["demo"]
+    rows: dict[str, tuple[int, str]] = {}
+    problems = []
     for split in ("train", "validation"):
         key = f"tasks.{task_name}.data_files.{split}"
         if not data_files.get(split):
-            raise ConfigError(f"{key}: missing; give a file for both 'train' and 'validation'")
-        path = Path(data_files[split])
+            problems.append(f"{key}: missing; give a file for both 'train' and 'validation'")
+            continue
+        written = str(data_files[split])
+        path = _in_workdir(workdir, written)
         if path.suffix not in SUPPORTED_DATA_SUFFIXES:
-            raise ConfigError(
-                f"{key}: {path} has an unsupported suffix; use one of {', '.join(SUPPORTED_DATA_SUFFIXES)}"
+            problems.append(
+                f"{key}: {written} has an unsupported suffix; use one of {', '.join(SUPPORTED_DATA_SUFFIXES)}"
             )
+            continue
+        generated = _in_workdir(workdir, DEMO_DATA_FILE.format(task=task_name, split=split))
         if not path.exists():
-            if generated:
-                continue  # rule generate_demo_data writes it
-            raise ConfigError(f"{key}: file {path} does not exist")
-        check_columns(path, TASKS[task_name], where=key)
+            if demo["synthetic_data"] and path.resolve() == generated.resolve():
+                # Rule generate_demo_data writes it, with demo.examples_per_split rows.
+                rows[split] = (demo["examples_per_split"][split], f"demo.examples_per_split.{split}")
+                continue
+            hint = (
+                f"; the demo generates only {DEMO_DATA_FILE.format(task=task_name, split=split)}"
+                if demo["synthetic_data"]
+                else ""
+            )
+            problems.append(f"{key}: file {written} does not exist{_looked_in(workdir, written)}{hint}")
+            continue
+        try:
+            check_columns(path, TASKS[task_name], where=key)
+            rows[split] = (count_rows(path), written)
+        except DataError as err:
+            problems.append(str(err))
+    problems.extend(_row_problems(task_name, task_config, rows))
+    if problems:
+        raise ConfigError(*problems)
+
+
+def _row_problems(task_name: str, task_config: Mapping[str, Any], rows: Mapping[str, tuple[int, str]]) -> list[str]:
+    """The tier and the selection set must fit the rows of the files they are drawn from."""
+    problems = []
+    train_size = int(task_config["train_size"])
+    if "train" in rows and train_size > rows["train"][0]:
+        available, source = rows["train"]
+        problems.append(
+            f"tasks.{task_name}.train_size: {train_size} training examples asked, but {source} has {available} "
+            "rows; lower train_size or give a larger file"
+        )
+    selection = selection_size(train_size, float(task_config["validation_fraction"]))
+    if "validation" in rows and selection > rows["validation"][0]:
+        available, source = rows["validation"]
+        problems.append(
+            f"tasks.{task_name}.validation_fraction: the selection set needs {selection} rows "
+            f"({task_config['validation_fraction']} x train_size {train_size}), but {source} has {available}; "
+            "lower validation_fraction or train_size"
+        )
+    return problems
 
 
 def planned_tasks(config: Mapping[str, Any]) -> list[str]:

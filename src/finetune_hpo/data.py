@@ -62,6 +62,30 @@ def read_columns(path: Path) -> list[str]:
     raise DataError(f"{path}: unsupported file type {suffix!r}")
 
 
+def count_rows(path: Path) -> int:
+    """Rows of a local data file, counted without loading it: JSON Lines' non-blank lines, CSV records
+    after the header, parquet's metadata."""
+    suffix = path.suffix
+    if suffix in (".json", ".jsonl"):
+        with path.open("rb") as handle:
+            return sum(1 for line in handle if line.strip())
+    if suffix == ".csv":
+        import csv
+
+        with path.open(newline="") as handle:
+            return max(0, sum(1 for _ in csv.reader(handle)) - 1)
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return int(pq.read_metadata(path).num_rows)
+    raise DataError(f"{path}: unsupported file type {suffix!r}")
+
+
+def selection_size(train_size: int, validation_fraction: float) -> int:
+    """Rows of the selection set drawn from the validation split: ``validation_fraction`` of the tier."""
+    return max(1, round(train_size * validation_fraction))
+
+
 def check_columns(path: Path, task: TaskSpec, where: str) -> None:
     """Raise a :class:`DataError` naming ``where`` if ``path`` lacks a column of ``task``'s hub schema."""
     columns = read_columns(Path(path))
@@ -173,7 +197,7 @@ def subsample(
     Raises:
         DataError: a split is empty, has bad labels, or is smaller than asked.
     """
-    sizes = {"train": train_size, "validation": max(1, round(train_size * validation_fraction))}
+    sizes = {"train": train_size, "validation": selection_size(train_size, validation_fraction)}
     drawn: dict[str, datasets.Dataset] = {}
     chosen: dict[str, list[int]] = {}
     for offset, split in enumerate(SPLITS):

@@ -13,7 +13,7 @@ import hashlib
 import inspect
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,18 +117,67 @@ def load_saved_model(model_dir: Path, base_model: str | None = None) -> tuple[An
         # left out of modules_to_save) keeps the initialisation drawn from the study's seed.
         set_seed(int(info["seed"]))
         head = {"num_labels": task.num_labels} if task.is_classification else {}
-        base = auto_class.from_pretrained(base_model or info["base_model"], dtype=torch.float32, **head)
+        base_name = base_model or info["base_model"]
+        # transformers' load report would call the head MISSING: it is, in the base checkpoint, and the
+        # adapter's trained copy replaces it next. Said in one line below instead.
+        with _without_load_report():
+            base, loading = auto_class.from_pretrained(base_name, dtype=torch.float32, output_loading_info=True, **head)
         if (
             getattr(base.config, "pad_token_id", None) is None
             and getattr(base.config, "eos_token_id", None) is not None
         ):
             base.config.pad_token_id = base.config.eos_token_id  # decoder-only models have no pad token
         model = PeftModel.from_pretrained(base, str(model_dir))
+        _log_head_source(model_dir, base_name, sorted(loading["missing_keys"]))
     else:
         model = auto_class.from_pretrained(str(model_dir), dtype=torch.float32)
     if torch.cuda.is_available():
         model = model.to("cuda")
     return model.eval(), tokenizer, info
+
+
+def _is_not_load_report(record: logging.LogRecord) -> bool:
+    return "LOAD REPORT" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_load_report() -> Iterator[None]:
+    """Drop transformers' LOAD REPORT (a warning of ``transformers.modeling_utils``) during one load; its
+    other warnings and errors still show. A filter, not a higher level: transformers logs its
+    tensor-parallel plan whenever that logger's level is above WARNING."""
+    report_logger = logging.getLogger("transformers.modeling_utils")
+    report_logger.addFilter(_is_not_load_report)
+    try:
+        yield
+    finally:
+        report_logger.removeFilter(_is_not_load_report)
+
+
+def _log_head_source(model_dir: Path, base_name: str, missing: list[str]) -> None:
+    """One line on where the weights the base checkpoint lacks came from: the adapter (its trained head),
+    or, for any it does not hold either, the study's seeded initialisation."""
+    adapter_file = Path(model_dir) / "adapter_model.safetensors"
+    if not missing or not adapter_file.is_file():
+        return
+    from safetensors import safe_open
+
+    with safe_open(str(adapter_file), "pt") as weights:
+        saved = {key.removeprefix("base_model.model.") for key in weights.keys()}  # noqa: SIM118
+    from_adapter = [key for key in missing if key in saved]
+    if from_adapter:
+        logger.info(
+            "%s: the base model %s has no trained %s; loaded from the adapter",
+            model_dir,
+            base_name,
+            ", ".join(sorted({key.rsplit(".", 1)[0] for key in from_adapter})),
+        )
+    elsewhere = [key for key in missing if key not in saved]
+    if elsewhere:
+        logger.warning(
+            "%s: %s in neither the base model nor the adapter: initialised from the study's seed, as in training",
+            model_dir,
+            ", ".join(elsewhere),
+        )
 
 
 def read_rows(data_file: Path, task: TaskSpec) -> list[dict[str, Any]]:

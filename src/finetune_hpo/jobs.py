@@ -50,7 +50,8 @@ def workflow_job(log_file: str | Path | None, level: int = logging.INFO) -> Iter
     try:
         yield
     except USER_ERRORS as err:
-        logger.error("%s", err)
+        for line in str(err).splitlines():  # several config problems: one line each
+            logger.error("%s", line)
         sys.exit(1)
     except KeyboardInterrupt:
         logger.error("interrupted; finished trials are kept in the study's storage, rerun to resume")

@@ -6,15 +6,25 @@ from snakemake.utils import validate
 from pathlib import Path
 
 from finetune_hpo.best_model import BEST_MODEL_DIR
-from finetune_hpo.config import ConfigError, check_config, planned_tasks
-from finetune_hpo.data import DataError
+from finetune_hpo.config import (
+    DEMO_DATA_FILE,
+    ConfigError,
+    check_config,
+    describe_invalid_config,
+    planned_tasks,
+)
 
-validate(config, "../schemas/config.schema.yaml")
+# Every problem is one line, `Invalid configuration: <key>: <problem>`, as `finetune-hpo validate` prints
+# it: Snakemake's own message names the first problem only, above a dump of the schema.
 try:
-    # The checks a schema cannot express (ranges, unknown keys, data columns), before any job starts.
+    validate(config, "../schemas/config.schema.yaml")
+except WorkflowError as err:
+    raise WorkflowError(describe_invalid_config(config, err)) from None
+try:
+    # The checks a schema cannot express (ranges, names, data files and their rows), before any job starts.
     check_config(config, schema_validated=True)
-except (ConfigError, DataError) as err:
-    raise WorkflowError(f"Invalid configuration: {err}") from None
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
 
 PLANNED_TASKS = planned_tasks(config)
 METHODS = config["methods"]

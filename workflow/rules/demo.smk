@@ -5,8 +5,9 @@ if is_demo_data():
 
     rule generate_demo_data:
         output:
-            train="resources/synthetic/{task}/train.jsonl",
-            validation="resources/synthetic/{task}/validation.jsonl",
+            # The paths check_config excuses from existing before the run.
+            train=DEMO_DATA_FILE.format(task="{task}", split="train"),
+            validation=DEMO_DATA_FILE.format(task="{task}", split="validation"),
         log:
             f"{LOGS}/generate_demo_data/{{task}}.log",
         conda:
