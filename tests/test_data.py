@@ -43,6 +43,8 @@ def _check_tiers(data: Path, task_name: str, train_size: int, fraction: float) -
     assert len(drawn["validation"]) == round(train_size * fraction)
     for split in ("train", "validation"):
         assert set(drawn[split].column_names) >= set(task.required_columns)
+        if split == "validation" and drawn.group_column:
+            continue  # drawn by whole groups (SQuAD v2's articles): the mix is the groups' (see below)
         full = Counter(_strata(task, splits[split]))
         sample = Counter(_strata(task, drawn[split]))
         for stratum, count in full.items():
@@ -144,3 +146,88 @@ def test_without_confirmation_an_empty_file_is_written(realdata: Path, tmp_path:
     summary = write_subsample(task, drawn, tmp_path, seed=0)
     assert "confirmation" not in drawn and summary["splits"]["confirmation"]["size"] == 0
     assert (tmp_path / "confirmation.jsonl").read_text() == ""
+
+
+def _held_out(drawn, column: str) -> tuple[set, set]:
+    return set(drawn["validation"][column]), set(drawn["confirmation"][column])
+
+
+def test_squad_held_out_rows_share_no_article_or_paragraph(realdata: Path, tmp_path: Path) -> None:
+    task = TASKS["squad_v2"]
+    files = {split: str(realdata / "squad_v2" / f"{split}.jsonl") for split in ("train", "validation")}
+    drawn = subsample(task, load_splits(task, files), 40, 0.5, seed=42, confirmation_max_rows=2000)
+    # 16 articles in 40 questions: each side keeps at least 5, so whole articles are drawn.
+    assert drawn.group_column == "title" and drawn.error_group_column == "context"
+    selection, confirmation = _held_out(drawn, "title")
+    assert len(drawn["validation"]) == 20 and selection and confirmation and not selection & confirmation
+    paragraphs = _held_out(drawn, "context")
+    assert not paragraphs[0] & paragraphs[1]
+    summary = write_subsample(task, drawn, tmp_path, seed=42)
+    assert summary["held_out_grouped_by"] == "title" and summary["held_out_shared_groups"] == 0
+    assert summary["standard_errors_resample"] == "context"
+    assert summary["splits"]["validation"]["groups"] == len(selection)
+    assert summary["splits"]["confirmation"]["groups"] == len(confirmation)
+
+
+def test_one_article_only_groups_by_paragraph(tmp_path: Path) -> None:
+    import datasets
+
+    task = TASKS["squad_v2"]
+
+    def rows(n: int, prefix: str) -> datasets.Dataset:
+        # 4 questions per paragraph, every paragraph of one article (the demo's rows look like this).
+        return datasets.Dataset.from_list(
+            [
+                {
+                    "id": f"{prefix}{k}",
+                    "title": "Only",
+                    "context": f"Paragraph {k // 4} of {prefix}.",
+                    "question": f"Question {k}?",
+                    "answers": {"text": [], "answer_start": []},
+                }
+                for k in range(n)
+            ]
+        )
+
+    splits = datasets.DatasetDict({"train": rows(40, "t"), "validation": rows(80, "v")})
+    drawn = subsample(task, splits, 40, 0.5, seed=1, confirmation_max_rows=30)
+    assert drawn.group_column == "context"
+    selection, confirmation = _held_out(drawn, "context")
+    assert len(drawn["validation"]) == 20 and len(drawn["confirmation"]) == 30
+    assert not selection & confirmation
+    # 20 questions of 4 per paragraph: 5 whole paragraphs, none cut (a cut one's rest would be used nowhere).
+    assert len(selection) == 5
+
+
+def test_a_configured_group_column_holds_out_whole_groups_for_any_task(realdata: Path) -> None:
+    import datasets
+
+    task = TASKS["rte"]
+    files = {split: str(realdata / "rte" / f"{split}.jsonl") for split in ("train", "validation")}
+    splits = load_splits(task, files)
+    # A researcher's own column: pairs written from one source document, four per document.
+    rows = [row | {"document": index // 4} for index, row in enumerate(splits["validation"].to_list())]
+    splits = datasets.DatasetDict({"train": splits["train"], "validation": datasets.Dataset.from_list(rows)})
+    drawn = subsample(task, splits, 40, 0.25, seed=0, confirmation_max_rows=100, group_column="document")
+    selection, confirmation = _held_out(drawn, "document")
+    assert drawn.group_column == "document" and not selection & confirmation
+    assert len(drawn["validation"]) == 10 and len(selection) == 3  # 2 whole documents and 2 rows of a third
+    with pytest.raises(DataError, match=r"tasks.rte.group_column: column 'premise' is not in the validation split"):
+        subsample(task, splits, 40, 0.25, seed=0, group_column="premise")
+
+
+if HAS_FULL_REALDATA:
+
+    def test_protocol_size_squad_held_out_rows_share_no_paragraph(full_realdata: Path, tmp_path: Path) -> None:
+        """The protocol's SQuAD v2 tier (3,000 questions, a 300-question selection set) on the real rows:
+        drawn by question, 218 of 1,380 confirmation questions shared a paragraph with the selection set."""
+        task = TASKS["squad_v2"]
+        files = {split: str(full_realdata / "squad_v2" / f"{split}.jsonl") for split in ("train", "validation")}
+        drawn = subsample(task, load_splits(task, files), 3000, 0.1, seed=42, confirmation_max_rows=2000)
+        # 300 questions come from 3 of the sample's 16 articles: too few to choose on, so by paragraph.
+        assert drawn.group_column == "context"
+        selection, confirmation = _held_out(drawn, "context")
+        assert not selection & confirmation and len(selection) > 100
+        summary = write_subsample(task, drawn, tmp_path, seed=42)
+        assert summary["splits"]["validation"]["size"] == 300 and summary["held_out_shared_groups"] == 0
+        assert summary["splits"]["confirmation"]["size"] >= 1000

@@ -88,3 +88,25 @@ def test_breakdown_averages() -> None:
 def test_missing_prediction_is_an_error() -> None:
     with pytest.raises(ValueError, match="no prediction"):
         squad_v2_metrics({}, {"q": ["a"]})
+
+
+def test_standard_errors_of_grouped_rows_resample_groups() -> None:
+    from finetune_hpo.metrics import classification_standard_error, mean_standard_error
+
+    rng = np.random.default_rng(0)
+    # 50 paragraphs of 6 questions each; a paragraph's questions succeed or fail together.
+    per_paragraph = rng.integers(0, 2, size=50).astype(float)
+    scores = np.repeat(per_paragraph, 6)
+    groups = np.repeat(np.arange(50), 6).tolist()
+    by_row = mean_standard_error(scores)
+    by_group = mean_standard_error(scores, groups)
+    # Resampling questions one by one counts 300 independent draws where there are 50: sqrt(6) too small.
+    assert by_group == pytest.approx(by_row * 6**0.5, rel=0.15)
+    # Independent rows (one per group) agree with the closed form.
+    single = rng.integers(0, 2, size=300).astype(float)
+    assert mean_standard_error(single, list(range(300))) == pytest.approx(mean_standard_error(single), rel=0.1)
+    labels = np.repeat(rng.integers(0, 2, size=50), 6)
+    predictions = np.where(scores == 1, labels, 1 - labels)
+    assert classification_standard_error("f1", predictions, labels, groups) > classification_standard_error(
+        "f1", predictions, labels
+    )

@@ -19,7 +19,14 @@ from typing import Any
 
 import yaml
 
-from finetune_hpo.data import SUPPORTED_DATA_SUFFIXES, DataError, check_columns, count_rows, selection_size
+from finetune_hpo.data import (
+    SUPPORTED_DATA_SUFFIXES,
+    DataError,
+    check_columns,
+    count_rows,
+    read_columns,
+    selection_size,
+)
 from finetune_hpo.search_space import SearchSpaceError, build_search_space
 from finetune_hpo.settings import StudySettings, build_study_settings
 from finetune_hpo.tasks import METHODS, TASKS
@@ -531,6 +538,13 @@ def _check_data_files(config: Mapping[str, Any], task_name: str, workdir: Path) 
             rows[split] = (count_rows(path), written)
         except DataError as err:
             problems.append(str(err))
+            continue
+        group_column = task_config.get("group_column")
+        if split == "validation" and group_column and group_column not in read_columns(path):
+            problems.append(
+                f"tasks.{task_name}.group_column: column {group_column!r} is not in {written} "
+                f"(columns: {', '.join(read_columns(path))})"
+            )
     problems.extend(_row_problems(task_name, task_config, rows))
     if problems:
         raise ConfigError(*problems)

@@ -27,9 +27,9 @@ from finetune_hpo.io import write_json_atomic
 from finetune_hpo.metrics import (
     classification_metrics,
     classification_standard_error,
+    mean_standard_error,
     squad_v2_metrics,
     squad_v2_question_scores,
-    standard_error_of_mean,
 )
 from finetune_hpo.qa import QAWindowing, postprocess_predictions, prepare_validation_features
 from finetune_hpo.settings import StudySettings
@@ -314,7 +314,16 @@ def _score_classification(forward: Forward, tokenizer: Any, rows: Rows, task: Ta
     predictions = logits.argmax(axis=-1)
     labels = np.asarray([row[task.label_column] for row in rows])
     metrics = classification_metrics(predictions, labels)
-    return metrics, classification_standard_error(task.metric, predictions, labels), [int(p) for p in predictions]
+    standard_error = classification_standard_error(task.metric, predictions, labels, _groups(rows, info))
+    return metrics, standard_error, [int(p) for p in predictions]
+
+
+def _groups(rows: Rows, info: Info) -> list[Any] | None:
+    """Each row's group, when the study drew its held-out rows by groups (the standard error resamples them)."""
+    column = (info.get("data") or {}).get("group_column")
+    if not column or not rows or column not in rows[0]:
+        return None
+    return [row[column] for row in rows]
 
 
 def _score_qa(forward: Forward, tokenizer: Any, rows: Rows, task: TaskSpec, info: Info) -> Scores:
@@ -347,7 +356,8 @@ def _score_qa(forward: Forward, tokenizer: Any, rows: Rows, task: TaskSpec, info
     answers = {prediction.id: prediction.prediction_text for prediction in predictions}
     golds = {row[task.id_column]: row[task.label_column]["text"] for row in rows}
     exact, f1, _ = squad_v2_question_scores(answers, golds)
-    standard_error = standard_error_of_mean(list((f1 if task.metric == "f1" else exact).values()))
+    per_question = f1 if task.metric == "f1" else exact
+    standard_error = mean_standard_error([per_question[row[task.id_column]] for row in rows], _groups(rows, info))
     return squad_v2_metrics(answers, golds), standard_error, answers
 
 

@@ -10,6 +10,7 @@ import collections
 import re
 import string
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -135,24 +136,56 @@ def standard_error_of_mean(per_example: Sequence[float]) -> float | None:
 
 
 def bootstrap_standard_error(
-    statistic: Callable[[np.ndarray], float], n: int, *, resamples: int = 1000, seed: int = 0
+    statistic: Callable[[np.ndarray], float],
+    n: int,
+    *,
+    groups: Sequence[Any] | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
 ) -> float | None:
-    """Standard error of ``statistic`` (given row indices, returns points) by a seeded bootstrap over rows.
+    """Standard error of ``statistic`` (given row indices, returns points) by a seeded bootstrap over rows, or
+    over ``groups`` (one label per row) when rows come in groups: SQuAD v2's questions about one paragraph
+    succeed and fail together, so resampling them one by one would understate the noise.
 
-    For metrics that are no mean of per-example scores, such as F1 of the positive class.
+    For metrics that are no mean of per-example scores, such as F1 of the positive class, and for any metric
+    whose rows are grouped.
     """
     if n < 2:
         return None
     rng = np.random.default_rng(seed)
-    values = [statistic(rng.integers(0, n, size=n)) for _ in range(resamples)]
+    if groups is None:
+        values = [statistic(rng.integers(0, n, size=n)) for _ in range(resamples)]
+        return float(np.std(values, ddof=1))
+    members: dict[Any, list[int]] = {}
+    for index, group in enumerate(groups):
+        members.setdefault(group, []).append(index)
+    clusters = [np.asarray(rows) for _, rows in sorted(members.items(), key=lambda item: repr(item[0]))]
+    if len(clusters) < 2:
+        return None
+    values = []
+    for _ in range(resamples):
+        picked = rng.integers(0, len(clusters), size=len(clusters))
+        values.append(statistic(np.concatenate([clusters[k] for k in picked])))
     return float(np.std(values, ddof=1))
 
 
-def classification_standard_error(metric: str, predictions: np.ndarray, labels: np.ndarray) -> float | None:
-    """Standard error, in points, of ``metric`` (``accuracy`` or ``f1``) on these predictions."""
+def mean_standard_error(per_example: Sequence[float], groups: Sequence[Any] | None = None) -> float | None:
+    """Standard error, in points, of a metric that is the mean of per-example scores in [0, 1]: the closed form
+    for independent rows (:func:`standard_error_of_mean`), a bootstrap over groups when rows are grouped."""
+    if groups is None:
+        return standard_error_of_mean(per_example)
+    scores = np.asarray(per_example, dtype=float)
+    return bootstrap_standard_error(lambda rows: 100.0 * float(np.mean(scores[rows])), len(scores), groups=groups)
+
+
+def classification_standard_error(
+    metric: str, predictions: np.ndarray, labels: np.ndarray, groups: Sequence[Any] | None = None
+) -> float | None:
+    """Standard error, in points, of ``metric`` (``accuracy`` or ``f1``) on these predictions (resampling
+    ``groups`` when the rows come in groups)."""
     predictions, labels = np.asarray(predictions), np.asarray(labels)
     if metric == "accuracy":
-        return standard_error_of_mean((predictions == labels).astype(float))
+        return mean_standard_error((predictions == labels).astype(float), groups)
     return bootstrap_standard_error(
-        lambda rows: classification_metrics(predictions[rows], labels[rows])[metric], len(labels)
+        lambda rows: classification_metrics(predictions[rows], labels[rows])[metric], len(labels), groups=groups
     )

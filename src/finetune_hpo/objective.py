@@ -265,5 +265,7 @@ def best_model_card_info(settings: StudySettings, data_summary: Mapping[str, Any
             "selection_size": splits["validation"]["size"],
             "selection_sha256": splits["validation"]["sha256"],
             "selection_ids_sha256": splits["validation"].get("ids_sha256"),
+            # Held-out rows drawn by these groups: their standard errors resample groups, not rows.
+            "group_column": data_summary.get("standard_errors_resample"),
         },
     }

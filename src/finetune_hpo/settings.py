@@ -144,11 +144,13 @@ class SelectionSettings:
 
 @dataclass(frozen=True)
 class DataSettings:
-    """The task's data: tier size, selection share, local files (``None``: the hub)."""
+    """The task's data: tier size, selection share, local files (``None``: the hub), and the column whose
+    groups the held-out rows are drawn by (``None``: the task's own)."""
 
     train_size: int
     validation_fraction: float
     data_files: Mapping[str, str] | None = None
+    group_column: str | None = None
 
 
 @dataclass(frozen=True)
@@ -247,6 +249,7 @@ def build_study_settings(
             train_size=int(task_config["train_size"]),
             validation_fraction=float(task_config["validation_fraction"]),
             data_files=task_config.get("data_files"),
+            group_column=task_config.get("group_column"),
         ),
     )
 

@@ -26,6 +26,10 @@ class TaskSpec:
         metric: The objective the study maximizes.
         extra_metrics: Metrics recorded beside the objective.
         id_column: Column identifying an example (used for QA predictions).
+        group_columns: Columns whose rows are not independent (SQuAD v2: questions about one article, one
+            paragraph), coarsest first. Held-out rows are drawn by whole groups, so no group is on both sides
+            of the selection/confirmation split, and standard errors resample groups; the first column the
+            data has and whose sizes allow it is used (see :func:`finetune_hpo.data.held_out_grouping`).
     """
 
     name: str
@@ -38,6 +42,7 @@ class TaskSpec:
     label_names: tuple[str, ...] = ()
     extra_metrics: tuple[str, ...] = ()
     id_column: str = "idx"
+    group_columns: tuple[str, ...] = ()
 
     @property
     def num_labels(self) -> int:
@@ -94,6 +99,8 @@ TASKS: dict[str, TaskSpec] = {
             metric="f1",
             extra_metrics=("exact", "HasAns_f1", "NoAns_f1"),
             id_column="id",
+            # SQuAD v2 asks several questions of each paragraph, and paragraphs come from articles.
+            group_columns=("title", "context"),
         ),
     )
 }

@@ -132,6 +132,11 @@ def get_train_size(wildcards):
     return config["tasks"][wildcards.task]["train_size"]
 
 
+def get_group_column(wildcards):
+    """The column whose groups the task's held-out rows are drawn by (None: the task's own)."""
+    return config["tasks"][wildcards.task].get("group_column")
+
+
 def get_validation_fraction(wildcards):
     """The selection set's size as a share of the tier."""
     return config["tasks"][wildcards.task]["validation_fraction"]

@@ -21,6 +21,7 @@ rule subsample_dataset:
         validation_fraction=get_validation_fraction,
         seed=config["seed"],
         confirmation_max_rows=get_confirmation_max_rows,
+        group_column=get_group_column,
     script:
         "../scripts/subsample_dataset.py"
 
