@@ -229,3 +229,20 @@ def test_evaluate_reload_names_where_the_head_comes_from_and_writes_only_with_ou
     out = tmp_path / "scores.json"
     assert _cli("evaluate", "--model", str(saved), "--task", "sst2", *data, "--out", str(out)).returncode == 0
     assert json.loads(out.read_text())["scores"]["validation"]["size"] == 40
+
+
+def test_scores_of_files_with_one_name_in_two_folders_are_kept_apart() -> None:
+    from finetune_hpo.cli import score_names
+
+    assert score_names(["a/validation.jsonl", "b/validation.jsonl"]) == {
+        "a/validation": Path("a/validation.jsonl"),
+        "b/validation": Path("b/validation.jsonl"),
+    }
+    assert list(score_names(["x/rte/validation.jsonl", "y/rte/validation.jsonl", "z.csv"])) == [
+        "x/rte/validation",
+        "y/rte/validation",
+        "z",
+    ]
+    assert list(score_names(["results/data/rte/validation.jsonl"])) == ["validation"]
+    with pytest.raises(ConfigError, match="the same file is given twice"):
+        score_names(["a/v.jsonl", "a/../a/v.jsonl"])

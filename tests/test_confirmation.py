@@ -256,3 +256,43 @@ def test_scores_of_other_confirmation_rows_are_not_reused(tmp_path: Path, tiny_m
     result = run_confirmation(settings, tokenized, moved, study_dir)
     assert [run["source"].split()[0] for run in result["candidates"][0]["runs"]] == ["confirmation"] * 2
     assert len(_load(study_dir, confirmation_study_name(STUDY)).trials) == 3
+
+
+def test_best_predictions_and_the_reviewed_model_follow_the_confirmed_winner(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from finetune_hpo import confirmation
+    from finetune_hpo.review import review_study
+    from finetune_hpo.storage import load_stored_study
+
+    real_summarize = confirmation.summarize
+
+    def runner_up_wins(*args, **kwargs):  # the seeds overturned the single best trial
+        result = real_summarize(*args, **kwargs)
+        loser = next(row for row in result["candidates"] if row["trial"] != result["winner_trial"])
+        result |= {"winner_trial": loser["trial"], "winner_params": loser["params"]}
+        result["winner_changed"] = loser["trial"] != result["single_best_trial"]
+        return result
+
+    monkeypatch.setattr(confirmation, "summarize", runner_up_wins)
+    config = _confirmed_config(tmp_path, tiny_model, n_trials=3, top_k=2, seeds=2)
+    summary = prepare_task(tmp_path, config, TASK)
+    settings = study_settings(config, TASK, "lora")
+    study_dir = tmp_path / "results/studies" / STUDY
+    run_study(settings, tmp_path / f"results/tokenized/{TASK}", summary, study_dir)
+    paths = StudyPaths(study_dir)
+    single_best = paths.best_predictions.read_text()
+    result = run_confirmation(settings, tmp_path / f"results/tokenized/{TASK}", summary, study_dir)
+    winner = result["winner_trial"]
+    assert result["winner_changed"] and single_best == paths.trial_predictions(result["single_best_trial"]).read_text()
+    # The error-analysis file is the exported model's, the winner's, not the single best trial's any more.
+    assert paths.best_predictions.read_text() == paths.trial_predictions(winner).read_text() != single_best
+    out = tmp_path / f"analysis/{STUDY}_optimal.yaml"
+    export_study(
+        settings, study_dir, tmp_path / f"results/data/{TASK}/summary.json", out, None, study_dir / "confirmation.json"
+    )
+    study = load_stored_study(settings.storage, STUDY, study_dir)
+    review = review_study(STUDY, out, study, expected_trials=3, n_startup_trials=4)
+    trainable = {t.number: t.user_attrs["trainable_parameters"] for t in study.trials}
+    assert trainable[winner] != trainable[result["single_best_trial"]]  # other ranks: the counts differ
+    assert review.trainable_parameters == trainable[winner]

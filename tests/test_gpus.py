@@ -202,3 +202,74 @@ def test_missing_or_failing_nvidia_smi_means_no_gpu(tmp_path: Path, monkeypatch)
     assert visible_gpu_indices({}) == []
     _fake_nvidia_smi(tmp_path, "echo 'NVIDIA-SMI has failed' >&2; exit 9")
     assert visible_gpu_indices({}) == []
+
+
+def test_fewer_visible_gpus_than_the_profile_runs_at_once_is_refused(tmp_path: Path) -> None:
+    from finetune_hpo.gpus import GpuClaimError
+
+    # An inherited CUDA_VISIBLE_DEVICES=0 on a 2-GPU VM whose profile runs 2 studies at once: each job would
+    # take GPU 0 without a lock (one visible device looks like a scheduler's assignment), and they would share it.
+    environ = {"CUDA_VISIBLE_DEVICES": "0"}
+    with pytest.raises(GpuClaimError, match=r"run_study: the profile runs up to 2 GPU jobs .* only 1 GPU\(s\)"):
+        claim_gpu(tmp_path, environ=environ, concurrent_jobs=2, step="run_study")
+    assert environ == {"CUDA_VISIBLE_DEVICES": "0"}
+    # Within the inherited list, jobs claim distinct GPUs; with one job at a time the one device is taken.
+    first, second = {"CUDA_VISIBLE_DEVICES": "2,3"}, {"CUDA_VISIBLE_DEVICES": "2,3"}
+    assert claim_gpu(tmp_path, environ=first, concurrent_jobs=2) == "2"
+    assert claim_gpu(tmp_path, environ=second, concurrent_jobs=2) == "3"
+    assert claim_gpu(tmp_path, environ={"CUDA_VISIBLE_DEVICES": "0"}, concurrent_jobs=1) == "0"
+    # No GPU at all: the job runs on the CPU, as the demo does.
+    assert claim_gpu(tmp_path, environ={"CUDA_VISIBLE_DEVICES": ""}, concurrent_jobs=2) is None
+
+
+def _gpu_workflow(tmp_path: Path, tiny_model: Path, host_gpus: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """Two studies through Snakemake on a host whose nvidia-smi lists ``host_gpus``, with the profile's
+    ``resources: gpu=2`` (two studies at once)."""
+    import yaml
+
+    from tests.conftest import REPO
+    from tests.helpers import prepare_task, small_config
+
+    workdir = tmp_path / "run"
+    config = small_config(workdir, tiny_model, tasks=("rte",), n_trials=1, train_size=40)
+    config["selection"]["save_best_model"] = False
+    prepare_task(workdir, config, "rte")  # the data files the config names
+    (workdir / "config").mkdir()
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _fake_nvidia_smi(bin_dir, f'printf "{host_gpus}"')
+    env = {key: value for key, value in os.environ.items() if key != "CUDA_VISIBLE_DEVICES"}
+    env |= {"PATH": f"{bin_dir}:{env['PATH']}", "FINETUNE_HPO_GPU_LOCK_DIR": str(tmp_path / "locks")}
+    targets = [f"results/studies/rte_{method}/trials.csv" for method in ("full_finetune", "lora")]
+    options = ["--profile", "profiles/demo", "--directory", str(workdir), "--cores", "2", "--resources", "gpu=2"]
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", *targets, *options],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return result, workdir
+
+
+def test_snakemake_runs_two_studies_at_once_each_on_its_own_gpu(tmp_path: Path, tiny_model: Path) -> None:
+    result, workdir = _gpu_workflow(tmp_path, tiny_model, "0\\n1\\n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    claims = {}
+    for method in ("full_finetune", "lora"):
+        log = (workdir / "logs/phase1_optuna/all/run_study" / f"rte_{method}.log").read_text()
+        claimed = [line for line in log.splitlines() if "run_study: claimed GPU" in line]
+        assert len(claimed) == 1, log[-2000:]
+        claims[method] = claimed[0].split("claimed GPU ")[1].split()[0]
+    # Both jobs were ready together and the profile allows two: they ran at once, on different GPUs.
+    assert sorted(claims.values()) == ["0", "1"]
+
+
+def test_a_job_that_would_share_a_gpu_fails_with_one_clear_line(tmp_path: Path, tiny_model: Path) -> None:
+    result, workdir = _gpu_workflow(tmp_path, tiny_model, "0\\n")
+    assert result.returncode != 0
+    log = (workdir / "logs/phase1_optuna/all/run_study/rte_lora.log").read_text()
+    assert "the profile runs up to 2 GPU jobs at once (resources: gpu=2) but only 1 GPU(s) are visible" in log
+    assert "Traceback" not in log

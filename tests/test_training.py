@@ -109,3 +109,46 @@ def test_counted_once_flops_equal_the_stock_trainers(tiny_model: Path, tmp_path:
     ours.model = stock.model = build_trial_model(base, task, "full_finetune", params)
     assert ours.floating_point_ops(inputs) == stock.floating_point_ops(inputs)
     assert ours.floating_point_ops({"labels": torch.ones(4)}) == stock.floating_point_ops({"labels": torch.ones(4)})
+
+
+def test_auto_precision_takes_bf16_only_where_the_gpu_computes_it_natively(monkeypatch: pytest.MonkeyPatch) -> None:
+    from finetune_hpo.training import effective_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    # A V100 or T4: bf16 only by emulation, which torch's default call counts as supported.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert effective_precision("auto") == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # Ampere+
+    assert effective_precision("auto") == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert effective_precision("auto") == effective_precision("bf16") == "fp32"
+
+
+def test_a_study_resumed_where_precision_resolves_otherwise_is_refused(tmp_path: Path) -> None:
+    import optuna
+
+    from finetune_hpo.config import check_config, study_settings
+    from finetune_hpo.definition import fingerprint, open_study, study_definition
+    from finetune_hpo.storage import StudyError
+
+    config = small_config(tmp_path, tmp_path)
+    config["training"]["precision"] = "auto"
+    settings = study_settings(check_config(config, check_data_files=False), "sst2", "lora")
+    summary = {"splits": {"train": {"sha256": "a"}, "validation": {"sha256": "b"}}}
+    on_ampere = study_definition(settings, summary, precision="bf16")
+    on_cpu = study_definition(settings, summary, precision="fp32")
+    assert fingerprint(on_ampere) != fingerprint(on_cpu)  # the resolved value, not "auto"
+    storage = optuna.storages.InMemoryStorage()
+    study, _ = open_study(settings, storage, on_ampere)
+    study.add_trial(optuna.trial.create_trial(value=1.0, params={}, distributions={}, user_attrs={"precision": "bf16"}))
+    with pytest.raises(StudyError, match=r"different precision"):
+        open_study(settings, storage, on_cpu)
+    # A study defined before precision was resolved stored "auto": the same kind of machine resumes it, with
+    # the resolved value recorded from then on; another kind is refused.
+    legacy = optuna.storages.InMemoryStorage()
+    study, _ = open_study(settings, legacy, study_definition(settings, summary))
+    study.add_trial(optuna.trial.create_trial(value=1.0, params={}, distributions={}, user_attrs={"precision": "bf16"}))
+    with pytest.raises(StudyError, match=r"different precision"):
+        open_study(settings, legacy, on_cpu)
+    resumed, _ = open_study(settings, legacy, on_ampere)
+    assert resumed.user_attrs["definition"]["precision"] == "bf16"

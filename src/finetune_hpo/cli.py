@@ -140,7 +140,7 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 
 def cmd_run_study(args: argparse.Namespace) -> None:
-    claim_gpu()  # before torch is imported: it pins this study to one free GPU of the host
+    claim_gpu(step="run-study")  # before torch is imported: it pins this study to one free GPU of the host
     from finetune_hpo.study import run_study  # imports torch, so only after the claim
 
     sources = config_sources(args)
@@ -163,7 +163,7 @@ def cmd_run_study(args: argparse.Namespace) -> None:
 
 
 def cmd_confirm(args: argparse.Namespace) -> None:
-    claim_gpu()  # as for run-study: before torch is imported
+    claim_gpu(step="confirm")  # as for run-study: before torch is imported
     from finetune_hpo.confirmation import run_confirmation
 
     sources = config_sources(args)
@@ -227,11 +227,11 @@ def cmd_check(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    claim_gpu()  # the model goes to the GPU when there is one: the job's own
+    claim_gpu(step="evaluate")  # the model goes to the GPU when there is one: the job's own
     out = Path(args.out) if args.out else None
     document = write_scores(
         Path(args.model),
-        {Path(path).stem: Path(path) for path in args.data},
+        score_names(args.data),
         out,
         task_name=args.task,
         batch_size=args.batch_size,
@@ -245,6 +245,24 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         )
     if out is not None:
         print(f"wrote {out}")
+
+
+def score_names(paths: list[str]) -> dict[str, Path]:
+    """A distinct name per ``--data`` file for the scores JSON: the file's stem, with as many parent folders
+    as it takes to tell it from the others (``rte/validation``, ``sst2/validation``).
+
+    Raises:
+        ConfigError: the same file is given twice.
+    """
+    resolved = [Path(path).resolve() for path in paths]
+    if len(set(resolved)) < len(resolved):
+        raise ConfigError(f"--data: the same file is given twice ({', '.join(paths)})")
+    depth = 1
+    while True:
+        names = ["/".join([*Path(path).with_suffix("").parts][-depth:]) for path in paths]
+        if len(set(names)) == len(names) or depth > max(len(Path(path).parts) for path in paths):
+            return dict(zip(names, map(Path, paths), strict=True))
+        depth += 1
 
 
 def cmd_demo_data(args: argparse.Namespace) -> None:

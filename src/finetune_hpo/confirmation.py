@@ -44,7 +44,12 @@ from finetune_hpo.storage import StudyError, StudyPaths, open_storage
 from finetune_hpo.study import confirmation_rows_sha256, fail_interrupted_trials, sigterm_as_interrupt
 from finetune_hpo.tracking import TrialRun
 from finetune_hpo.trainer import NaNLossError, stop_requested
-from finetune_hpo.training import TrainingSetup, frozen_for_garbage_collection, train_and_evaluate
+from finetune_hpo.training import (
+    TrainingSetup,
+    effective_precision,
+    frozen_for_garbage_collection,
+    train_and_evaluate,
+)
 from finetune_hpo.trial_records import write_best_predictions
 
 logger = logging.getLogger(__name__)
@@ -117,6 +122,14 @@ def run_confirmation(
         study = optuna.load_study(study_name=settings.study_name, storage=storage)
     except KeyError as err:
         raise StudyError(f"study {settings.study_name} is not in its storage; run rule run_study first") from err
+    here = effective_precision(settings.training.precision)
+    studied = study.user_attrs.get("definition", {}).get("precision")
+    if studied not in (None, "auto", here):
+        # Seeds of one candidate must differ by their seed alone, not by the arithmetic they trained in.
+        raise StudyError(
+            f"study {settings.study_name} trained in {studied}, this machine would train its confirmation runs in "
+            f"{here}; run the stage where the study ran, or set training.precision: {studied} if it is available here"
+        )
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) < settings.n_trials:
         raise StudyError(

@@ -13,6 +13,7 @@ from typing import Any
 
 import optuna
 from optuna.distributions import distribution_to_json
+from optuna.trial import TrialState
 
 from finetune_hpo.settings import StudySettings
 from finetune_hpo.storage import StudyError
@@ -20,9 +21,16 @@ from finetune_hpo.storage import StudyError
 logger = logging.getLogger(__name__)
 
 
-def study_definition(settings: StudySettings, data_summary: Mapping[str, Any]) -> dict[str, Any]:
+def study_definition(
+    settings: StudySettings, data_summary: Mapping[str, Any], precision: str | None = None
+) -> dict[str, Any]:
     """What defines a study: every setting that changes a trial's result. A stored study with other values
-    is a different experiment (settings that only change speed or bookkeeping are left out)."""
+    is a different experiment (settings that only change speed or bookkeeping are left out).
+
+    Args:
+        precision: The precision the trials really train in on this machine (``training.precision`` with
+            ``auto`` resolved); a study resumed on hardware that resolves it otherwise is then refused.
+    """
     model = settings.model
     return {
         "task": settings.task.name,
@@ -36,7 +44,7 @@ def study_definition(settings: StudySettings, data_summary: Mapping[str, Any]) -
         "qa": asdict(model.qa) if not settings.task.is_classification else None,
         "lora_target_modules": _plain(model.lora_target_modules) if settings.method == "lora" else None,
         "lora_modules_to_save": _plain(model.lora_modules_to_save) if settings.method == "lora" else None,
-        "precision": settings.training.precision,
+        "precision": precision or settings.training.precision,
         "sampler": {
             "n_startup_trials": settings.sampler.n_startup_trials,
             "multivariate": settings.sampler.multivariate,
@@ -80,7 +88,7 @@ def open_study(
     study = optuna.create_study(
         study_name=settings.study_name, storage=storage, direction="maximize", load_if_exists=True
     )
-    stored = study.user_attrs.get("definition")
+    stored = _resolved_legacy_precision(study, study.user_attrs.get("definition"), definition)
     if stored is not None and stored != dict(definition) and study.trials:
         if not allow_new_definition:
             raise StudyError(
@@ -115,6 +123,17 @@ def open_study(
             study.enqueue_trial(dict(params), user_attrs={"enqueued": True}, skip_if_exists=True)
         logger.info("study %s: %d configuration(s) enqueued to run first", settings.study_name, len(settings.enqueue))
     return study, seed
+
+
+def _resolved_legacy_precision(
+    study: optuna.Study, stored: Mapping[str, Any] | None, definition: Mapping[str, Any]
+) -> Mapping[str, Any] | None:
+    """A definition stored before precision was resolved says ``auto``: it matches the resolved value when
+    every finished trial recorded training in it (the machine is the same kind), and differs otherwise."""
+    if stored is None or stored.get("precision") != "auto" or definition.get("precision") == "auto":
+        return stored
+    recorded = {t.user_attrs.get("precision") for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    return {**stored, "precision": definition["precision"]} if recorded <= {definition["precision"]} else stored
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:

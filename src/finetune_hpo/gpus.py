@@ -87,11 +87,17 @@ def default_lock_dir(environ: Mapping[str, str] = os.environ) -> Path:
     return Path(tempfile.gettempdir()) / "finetune-hpo-gpu-locks"
 
 
+class GpuClaimError(RuntimeError):
+    """Fewer GPUs are visible to a job than the studies that may run at once; the message says what to set."""
+
+
 def claim_gpu(
     lock_dir: Path | None = None,
     *,
     environ: MutableMapping[str, str] = os.environ,
     poll_seconds: float = 5.0,
+    concurrent_jobs: int | None = None,
+    step: str = "the job",
 ) -> str | None:
     """Claim one free GPU among the visible ones for the rest of this process, waiting until one is free.
 
@@ -106,22 +112,38 @@ def claim_gpu(
             :func:`default_lock_dir`).
         environ: the environment to read the visible GPUs from and to set ``CUDA_VISIBLE_DEVICES`` in.
         poll_seconds: how often to retry while every visible GPU is claimed by other jobs.
+        concurrent_jobs: how many GPU jobs the profile lets run at once on this host (its ``resources:
+            gpu=N``); ``None`` when no such limit is set (a cluster scheduler gives each job its devices).
+        step: what runs, for the log (``run_study``, ``the evaluation``).
 
     Returns:
         The claimed ``CUDA_VISIBLE_DEVICES`` entry, or None when no GPU is visible (the job runs on CPU).
+
+    Raises:
+        GpuClaimError: some GPUs are visible but fewer than ``concurrent_jobs``, so jobs would share one
+            (e.g. an inherited ``CUDA_VISIBLE_DEVICES=0`` on a VM whose profile runs 2 studies at once).
     """
     for held in _held_gpus:
         if held.environ is environ:
             return held.index
     candidates = visible_gpu_indices(environ)
     if not candidates:
-        logger.info("no GPU visible; the study runs on CPU")
+        logger.info("no GPU visible; %s runs on CPU", step)
         return None
+    if concurrent_jobs is not None and len(candidates) < concurrent_jobs:
+        visible = environ.get("CUDA_VISIBLE_DEVICES")
+        raise GpuClaimError(
+            f"{step}: the profile runs up to {concurrent_jobs} GPU jobs at once (resources: gpu={concurrent_jobs}) "
+            f"but only {len(candidates)} GPU(s) are visible ("
+            + (f"CUDA_VISIBLE_DEVICES={visible}" if visible is not None else "nvidia-smi")
+            + f"), so jobs would share one; set the profile's gpu={len(candidates)}, or unset CUDA_VISIBLE_DEVICES "
+            "to let each job claim its own"
+        )
     if environ.get("CUDA_VISIBLE_DEVICES") is not None and len(candidates) == 1:
         # One device given to this job (SLURM gres, a container): nothing to choose, and under device
         # cgroups every job sees its own GPU as "0", so a host-wide lock on "0" would queue jobs that
         # run on different GPUs.
-        logger.info("GPU %s assigned by the environment (CUDA_VISIBLE_DEVICES)", candidates[0])
+        logger.info("%s: GPU %s assigned by the environment (CUDA_VISIBLE_DEVICES)", step, candidates[0])
         return candidates[0]
     _warn_if_cuda_initialised()
     lock_dir = lock_dir or default_lock_dir(environ)
@@ -142,7 +164,8 @@ def claim_gpu(
             _held_gpus.append(_HeldGpu(index, lock_fd, environ, environ.get("CUDA_VISIBLE_DEVICES")))
             environ["CUDA_VISIBLE_DEVICES"] = index
             logger.info(
-                "claimed GPU %s of %s (lock %s); CUDA_VISIBLE_DEVICES=%s",
+                "%s: claimed GPU %s of %s (lock %s); CUDA_VISIBLE_DEVICES=%s",
+                step,
                 index,
                 ",".join(candidates),
                 _lock_path(lock_dir, index),

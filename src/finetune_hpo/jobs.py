@@ -13,6 +13,7 @@ from finetune_hpo.config import ConfigError
 from finetune_hpo.data import DataError
 from finetune_hpo.evaluation import EvaluationError
 from finetune_hpo.export import ExportError
+from finetune_hpo.gpus import GpuClaimError
 from finetune_hpo.storage import StudyError
 
 logger = logging.getLogger("finetune_hpo")
@@ -24,6 +25,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     StudyError,
     ExportError,
     EvaluationError,
+    GpuClaimError,
     OSError,  # FileNotFoundError, PermissionError: the message names the path
 )
 

@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from finetune_hpo.settings import StudySettings
 from finetune_hpo.storage import StudyError, StudyPaths, open_storage
 from finetune_hpo.tracking import log_study_summary
 from finetune_hpo.trainer import stop_requested
-from finetune_hpo.training import TrainingSetup, frozen_for_garbage_collection
+from finetune_hpo.training import TrainingSetup, effective_precision, frozen_for_garbage_collection
 from finetune_hpo.trial_records import trials_table_rows, write_best_predictions, write_trials_table
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,11 @@ def run_study(
     """
     paths = StudyPaths(study_dir)
     storage = open_storage(settings.storage.url, paths, settings.storage.heartbeat)
-    definition = study_definition(settings, data_summary)
+    # One precision for every trial of this process, and the one the study's definition records.
+    settings = replace(
+        settings, training=replace(settings.training, precision=effective_precision(settings.training.precision))
+    )
+    definition = study_definition(settings, data_summary, precision=settings.training.precision)
     study, sampler_seed = open_study(settings, storage, definition, allow_new_definition=allow_new_definition)
     if isinstance(storage, optuna.storages.RDBStorage):
         optuna.storages.fail_stale_trials(study)

@@ -140,13 +140,22 @@ class TrialOutcome:
 
 
 def effective_precision(precision: str) -> str:
-    """The precision a trial really trains in: ``auto`` takes bf16 where the GPU supports it."""
+    """The precision a trial really trains in: ``auto`` takes bf16 where the GPU computes it natively
+    (Ampere and newer), fp32 elsewhere.
+
+    ``torch.cuda.is_bf16_supported()`` also answers yes for GPUs that only emulate bf16 (a V100, a T4), where
+    it is slower than fp32; only native support counts here. A study records the resolved value in its
+    definition, so resuming it on other hardware is refused rather than mixing precisions.
+    """
     cuda = torch.cuda.is_available()
+    native_bf16 = cuda and torch.cuda.is_bf16_supported(including_emulation=False)
     if precision == "auto":
-        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+        precision = "bf16" if native_bf16 else "fp32"
     if precision in ("bf16", "fp16") and not cuda:
         logger.warning("precision %s needs a GPU; training in fp32 on the CPU", precision)
         precision = "fp32"
+    if precision == "bf16" and not native_bf16:
+        logger.warning("training.precision is bf16, which this GPU only emulates (slower than fp32); as asked")
     return precision
 
 

@@ -218,6 +218,14 @@ def get_confirmation_max_rows(wildcards):
     return selection["confirmation_max_rows"] if needed else 0
 
 
+def get_host_gpus(wildcards):
+    """The GPU jobs the profile runs at once on this host (resources: gpu=N), 0 when it sets no limit (a
+    cluster scheduler assigns each job its devices, or the demo runs on CPU)."""
+    limit = workflow.global_resources.get("gpu")
+    value = getattr(limit, "value", limit)
+    return int(value) if value is not None else 0
+
+
 def is_demo_model():
     return bool(config["demo"]["build_model"])
 

@@ -21,6 +21,9 @@ rule run_study_worker:
         # One GPU per study job (a profile may override): the job claims a free one (finetune_hpo.gpus), and
         # the profile's global gpu=N lets Snakemake run N studies at once on an N-GPU machine.
         gpu=1,
+        # That N, so a job refuses to start when fewer GPUs are visible (jobs would share one). A resource,
+        # not a param: changing the VM's GPU count must not rerun finished studies.
+        host_gpus=get_host_gpus,
     params:
         definition=get_study_definition,
         study_dir=subpath(output.done, ancestor=2),
@@ -49,8 +52,9 @@ rule run_study:
         "../../environment.yml"
     threads: 1
     resources:
-        # As in run_study_worker: one GPU per study job.
+        # As in run_study_worker: one GPU per study job, and the profile's GPU count.
         gpu=1,
+        host_gpus=get_host_gpus,
     params:
         definition=get_study_definition,
         study_dir=subpath(output.trials, parent=True),
@@ -80,6 +84,7 @@ rule confirm_top_trials:
     threads: 1
     resources:
         gpu=1,
+        host_gpus=get_host_gpus,
     params:
         study_dir=subpath(input.trials, parent=True),
         wandb_dir=WANDB_DIR,
@@ -111,6 +116,7 @@ rule score_best_model:
     threads: 1
     resources:
         gpu=1,
+        host_gpus=get_host_gpus,
     params:
         # Written by run_study beside its journal (kept like it, so not an output).
         model=get_best_model_dir,

@@ -9,7 +9,9 @@ from finetune_hpo.jobs import workflow_job
 
 smk = snakemake  # noqa: F821 - the object Snakemake injects into scripts
 with workflow_job(smk.log[0]):
-    claim_gpu()  # before torch initialises CUDA, as for the studies
+    # One free GPU of the host, before torch initialises CUDA; refused when fewer are visible than the
+    # profile's gpu=N (jobs would share one).
+    claim_gpu(concurrent_jobs=smk.resources.get("host_gpus") or None, step="confirm_top_trials")
     from finetune_hpo.confirmation import run_confirmation  # imports torch: only after the claim
 
     run_confirmation(

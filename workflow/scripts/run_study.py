@@ -9,7 +9,9 @@ from finetune_hpo.jobs import workflow_job
 
 smk = snakemake  # noqa: F821 - the object Snakemake injects into scripts
 with workflow_job(smk.log[0]):
-    claim_gpu()  # pins this job to one free GPU of the host, so before torch initialises CUDA
+    # One free GPU of the host, before torch initialises CUDA; refused when fewer are visible than the
+    # profile's gpu=N (jobs would share one).
+    claim_gpu(concurrent_jobs=smk.resources.get("host_gpus") or None, step="run_study")
     from finetune_hpo.study import run_study  # imports torch: only after the claim
 
     run_study(

@@ -9,7 +9,9 @@ from finetune_hpo.jobs import workflow_job
 
 smk = snakemake  # noqa: F821 - the object Snakemake injects into scripts
 with workflow_job(smk.log[0]):
-    claim_gpu()  # before the scoring imports torch, as for the studies
+    # One free GPU of the host, before torch initialises CUDA; refused when fewer are visible than the
+    # profile's gpu=N (jobs would share one).
+    claim_gpu(concurrent_jobs=smk.resources.get("host_gpus") or None, step="score_best_model")
     from finetune_hpo.evaluation import score_exported_model
 
     score_exported_model(
