@@ -194,3 +194,47 @@ def freeze_in_a_running_trial(
         send(signal.SIGCONT)
         time.sleep(0.05)
     raise AssertionError(f"no running trial to interrupt within {timeout} s")
+
+
+def read_wandb_run(run_dir: Path) -> dict[str, Any]:
+    """What an offline W&B run holds, read from its ``run-<id>.wandb`` file with W&B's own record schema
+    (``wandb.proto.wandb_internal_pb2.Record``): the run's name and config, and its final summary.
+
+    The file is W&B's LevelDB-style log: a 7-byte header (``:W&B``, magic, version), then records in 32 KiB
+    blocks, each chunk behind a 7-byte header (crc32, length, type: 1 full, 2 first, 3 middle, 4 last). wandb
+    0.31 moved its Python reader into its Go core, so the framing is read here and the records by W&B.
+    """
+    import json
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    (path,) = Path(run_dir).glob("run-*.wandb")
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a W&B run file"
+    position, block, pending, records = 7, 32768, b"", []
+    while position + 7 <= len(data):
+        room = block - position % block
+        if room < 7:  # a block's tail too short for a header is padding
+            position += room
+            continue
+        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
+        position += 7
+        pending += data[position : position + length]
+        position += length
+        if kind in (1, 4) and pending:
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    run: dict[str, Any] = {"name": None, "config": {}, "summary": {}}
+    for record in records:
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run["name"] = record.run.display_name
+            run["config"] |= {item.key: json.loads(item.value_json) for item in record.run.config.update}
+        elif kind == "config":
+            run["config"] |= {item.key: json.loads(item.value_json) for item in record.config.update if item.key}
+        elif kind == "summary":
+            run["summary"] |= {item.key: json.loads(item.value_json) for item in record.summary.update if item.key}
+    return run

@@ -185,3 +185,48 @@ def test_best_trial_parameters_retrain_to_the_same_value_in_a_fresh_process(tmp_
     assert rerun["value"] == pytest.approx(study.best_value, abs=1e-6)
     # The training loss too: the same head, adapters and batches, not merely a score that happens to tie.
     assert rerun["train_loss"] == pytest.approx(study.best_trial.user_attrs["train_loss"], rel=1e-6)
+
+
+def test_the_exports_provenance_is_what_the_trial_and_the_data_recorded(tmp_path: Path, tiny_model: Path) -> None:
+    import torch
+    import transformers
+
+    from finetune_hpo.evaluation import score_exported_model
+    from finetune_hpo.export import export_study, load_optimal
+
+    _, settings, study, paths = _study(tmp_path, tiny_model, "rte", "lora")
+    data = tmp_path / "results" / "data" / "rte"
+    score_exported_model(
+        settings,
+        paths.root,
+        {"validation": data / "validation.jsonl", "confirmation": data / "confirmation.jsonl"},
+        paths.root / "best_model_scores.json",
+    )
+    out = tmp_path / "analysis" / "rte_lora_optimal.yaml"
+    export_study(settings, paths.root, data / "summary.json", out, paths.root / "best_model_scores.json")
+    document = load_optimal(out)
+    best = study.trials[document["best_trial"]]
+    summary = json.loads((data / "summary.json").read_text())
+    attrs = best.user_attrs
+    for key in ("precision", "per_device_batch_size", "gradient_accumulation_steps", "n_gpu", "effective_batch_size"):
+        assert document["training_setup"][key] == attrs[key], key
+    assert document["training_setup"]["lora_target_modules"] == attrs["lora_target_modules"]
+    assert document["training_setup"]["lora_modules_to_save"] == attrs["lora_modules_to_save"]
+    assert document["training_setup"]["max_seq_length"] == settings.model.max_seq_length
+    assert document["versions"] == attrs["versions"]
+    assert document["versions"]["torch"] == torch.__version__ and document["versions"]["transformers"] == (
+        transformers.__version__
+    )
+    # The seeds the sampler was given, in the order the trials recorded them; one process here, one seed.
+    assert (
+        document["sampler"]["seeds_used"]
+        == [settings.sampler.seed]
+        == sorted({t.user_attrs["sampler_seed"] for t in study.trials})
+    )
+    splits = summary["splits"]
+    assert document["dataset"]["train_sha256"] == splits["train"]["sha256"]
+    assert document["dataset"]["validation_sha256"] == splits["validation"]["sha256"]
+    assert document["dataset"]["selection_ids_sha256"] == splits["validation"]["ids_sha256"] is not None
+    assert document["fingerprint"] == study.user_attrs["fingerprint"]
+    assert document["best_model"]["predictions_compared"] == splits["validation"]["size"]
+    assert document["best_model"]["prediction_agreement"] == 1.0 and document["best_model"]["reproduced"]

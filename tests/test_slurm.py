@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import yaml
 
 from finetune_hpo.export import load_optimal
 from tests.conftest import REPO, demo_config
+from tests.helpers import assert_trials_learned
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -30,18 +32,22 @@ def slurm_cluster() -> None:
 
 
 def _slice() -> dict:
+    """RTE with the demo's model, which learns it: 3 trials of which TPE chooses 2 (one random start-up
+    trial), so the later trials' parameters depend on the earlier trials' scores, and a cluster that
+    trained differently would propose other configurations."""
     config = copy.deepcopy(demo_config())
-    # The confirmation stage runs on the cluster too (the top 2 of 2 trials, one more seed each).
+    # The confirmation stage runs on the cluster too (the top 2 trials, one more seed each).
     config["tasks"] = {
-        "sst2": config["tasks"]["sst2"] | {"train_size": 80, "selection": {"confirm_top_k": 2, "confirm_seeds": 2}}
+        "rte": config["tasks"]["rte"]
+        | {"train_size": 160, "validation_fraction": 0.5, "selection": {"confirm_top_k": 2, "confirm_seeds": 2}}
     }
     config["vms"] = {}
-    config["optuna"]["n_trials"] = 2
+    config["optuna"]["n_trials"] = 3
+    config["optuna"]["sampler"]["n_startup_trials"] = 1
     config["wandb"]["mode"] = "disabled"
-    config["demo"]["pretrain_steps"] = 20
-    config["demo"]["examples_per_split"] = {"train": 150, "validation": 100}
+    config["demo"]["examples_per_split"] = {"train": 200, "validation": 200}
     for space in config["search_spaces"].values():
-        space["num_train_epochs"] = {"type": "int", "low": 1, "high": 2}
+        space["num_train_epochs"] = {"type": "int", "low": 2, "high": 3}
     return config
 
 
@@ -65,21 +71,27 @@ def test_slurm_executor_runs_the_same_studies_as_a_local_run(slurm_cluster, tmp_
     log = result.stdout + result.stderr
     submitted = [line for line in log.splitlines() if "SLURM jobid" in line or "slurm jobid" in line.lower()]
     assert len(submitted) >= 3, log[-3000:]  # tokenization and both studies went through the cluster
-    for study in ("sst2_full_finetune", "sst2_lora"):
+    for study in ("rte_full_finetune", "rte_lora"):
         local = load_optimal(tmp_path / "local" / "analysis" / f"{study}_optimal.yaml")
         slurm = load_optimal(tmp_path / "slurm" / "analysis" / f"{study}_optimal.yaml")
+        trials = _trials(tmp_path / "local", study)
+        summary = json.loads((tmp_path / "local" / "results" / "data" / "rte" / "summary.json").read_text())
+        assert_trials_learned([float(row["value"]) for row in trials], summary, "accuracy")
+        # TPE chose trials 1 and 2 from trial 0's score (and 1's): their parameters follow the scores.
+        assert [row["startup_trial"] for row in trials] == ["True", "False", "False"]
         # The same study: definition (space, model path, data hashes, seed), trial count and data.
         for key in ("study_name", "n_trials", "fingerprint", "dataset", "search_space", "sampler", "metric"):
             assert slurm[key] == local[key], key
-        # The same trials: the seeded sampler proposed the same parameters in the same order. The scores
-        # themselves are not compared bit for bit: the tiny model is pretrained in another process
-        # environment, and a float summed in another order can change which of two trials wins.
-        assert _trial_params(tmp_path / "slurm", study) == _trial_params(tmp_path / "local", study)
-        assert 0.0 <= slurm["best_value"] <= 100.0
+        # The same trials, proposed from the same scores (the same threads train the same model on a CPU),
+        # and the same winner with the same value.
+        assert [(row["params"], row["value"]) for row in _trials(tmp_path / "slurm", study)] == [
+            (row["params"], row["value"]) for row in trials
+        ]
+        assert (slurm["best_trial"], slurm["best_value"]) == (local["best_trial"], local["best_value"])
         # The confirmation stage ran on the cluster: both candidates with both seeds.
         assert slurm["confirmation"]["runs"] == 4 and len(slurm["confirmation"]["candidates"]) == 2
 
 
-def _trial_params(workdir: Path, study: str) -> list[str]:
+def _trials(workdir: Path, study: str) -> list[dict[str, str]]:
     with (workdir / "results" / "studies" / study / "trials.csv").open() as handle:
-        return [row["params"] for row in csv.DictReader(handle)]
+        return list(csv.DictReader(handle))
