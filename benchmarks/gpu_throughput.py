@@ -82,9 +82,7 @@ def main() -> None:
                 learning_rate=2e-5,
                 batch_size=args.batch_size,
                 num_train_epochs=1,
-                lora_rank=16,
-                lora_alpha=32,
-                lora_dropout=0.0,
+                method_parameters={"lora_rank": 16, "lora_alpha": 32, "lora_dropout": 0.0},
             )
             # A warm-up run compiles kernels and fills the allocator; the second is timed.
             warm = TokenizedTask(

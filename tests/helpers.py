@@ -102,10 +102,12 @@ def assert_trials_learned(values, summary: dict, metric: str, margin: float = 5.
     """The guard of every test that compares scores: they differ, and the best beats the best constant
     prediction on the selection set by ``margin`` points. A model that never learns scores the same
     constant whatever the code does, and a test comparing such scores cannot fail."""
-    from finetune_hpo.review import majority_baseline
+    from finetune_hpo.metrics import constant_prediction_baseline
+    from finetune_hpo.tasks import TASKS
 
     values = [float(value) for value in values]
-    baseline = majority_baseline(metric, summary["splits"]["validation"]["strata"])
+    problem_type = TASKS[summary["task"]].problem_type if summary["task"] in TASKS else "classification"
+    baseline = constant_prediction_baseline(problem_type, metric, summary["splits"]["validation"]["strata"])
     assert len(set(values)) > 1, f"every trial or seed scored {values[0]}: the test would compare constants"
     assert baseline is not None and max(values) > baseline + margin, (
         f"the best score {max(values):.2f} does not beat the constant prediction's {baseline:.2f}: nothing learned"

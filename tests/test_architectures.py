@@ -96,7 +96,9 @@ def test_lora_adapts_each_familys_attention_and_trains_a_trial(
     assert detect_lora_target_modules(base) == targets
     assert detect_modules_to_save(base) == to_save
     setup = TrainingSetup(task=task, method="lora", seed=0, eval_batch_size=16, scratch_dir=tmp_path / "scratch")
-    params = HyperParameters(learning_rate=1e-3, batch_size=8, num_train_epochs=1, lora_rank=4, lora_alpha=8)
+    params = HyperParameters.from_params(
+        {"learning_rate": 1e-3, "batch_size": 8, "num_train_epochs": 1, "lora_rank": 4, "lora_alpha": 8}
+    )
     outcome = train_and_evaluate(setup, base, tokenizer, load_tokenized(sst2_data), params)
     # The adapters went where detection said, and only they (with the head and the extra modules) train.
     assert outcome.lora_target_modules == targets

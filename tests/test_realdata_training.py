@@ -48,8 +48,8 @@ def test_squad_v2_real_rows_train_and_score(realdata: Path, tmp_path: Path, tiny
         qa_postprocessing={"n_best": 5, "max_answer_length": 30, "null_score_threshold": 0.0},
         scratch_dir=tmp_path / "scratch",
     )
-    params = HyperParameters(
-        learning_rate=1e-3, batch_size=8, num_train_epochs=1, lora_rank=4, lora_alpha=8, lora_dropout=0.0
+    params = HyperParameters.from_params(
+        {"learning_rate": 1e-3, "batch_size": 8, "num_train_epochs": 1, "lora_rank": 4, "lora_alpha": 8}
     )
     outcome = train_and_evaluate(
         setup, load_base_model(task, str(tiny_model)), load_tokenizer(str(tiny_model)), tokenized, params

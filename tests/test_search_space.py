@@ -77,6 +77,6 @@ def test_suggest_samples_inside_the_space() -> None:
         assert 1e-6 <= params.learning_rate <= 1e-4
         assert params.batch_size in (1, 2, 4)
         assert 2 <= params.num_train_epochs <= 6
-        assert params.lora_rank in (4, 8, 16, 32, 64)
+        assert params.method_parameters["lora_rank"] in (4, 8, 16, 32, 64)
         assert set(trial.params) == set(distributions)
         study.tell(trial, 0.0)

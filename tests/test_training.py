@@ -65,7 +65,9 @@ def test_out_of_memory_at_batch_one_is_raised(
 def test_lora_adapters_are_initialised_from_the_seed_not_from_earlier_draws(tiny_model: Path) -> None:
     task = TASKS["sst2"]
     setup = TrainingSetup(task=task, method="lora", seed=5, lora_target_modules=["query", "value"])
-    params = HyperParameters(learning_rate=1e-3, batch_size=8, num_train_epochs=1, lora_rank=4, lora_alpha=8)
+    params = HyperParameters.from_params(
+        {"learning_rate": 1e-3, "batch_size": 8, "num_train_epochs": 1, "lora_rank": 4, "lora_alpha": 8}
+    )
     base = load_base_model(task, str(tiny_model), seed=5)
     adapters = []
     for noise in (0, 100):
@@ -98,7 +100,9 @@ def test_counted_once_flops_equal_the_stock_trainers(tiny_model: Path, tmp_path:
     from finetune_hpo.trainer import in_order_trainer_class
 
     task = TASKS["sst2"]
-    params = HyperParameters(learning_rate=1e-3, batch_size=8, num_train_epochs=1, lora_rank=4, lora_alpha=8)
+    params = HyperParameters.from_params(
+        {"learning_rate": 1e-3, "batch_size": 8, "num_train_epochs": 1, "lora_rank": 4, "lora_alpha": 8}
+    )
     base = load_base_model(task, str(tiny_model), seed=5)
     model = build_trial_model(base, task, method, params, ["query", "value"])
     args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)

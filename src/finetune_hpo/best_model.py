@@ -21,6 +21,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from finetune_hpo.io import apply_umask, write_text_atomic
+from finetune_hpo.methods import method_spec
 
 logger = logging.getLogger(__name__)
 
@@ -189,18 +190,18 @@ def resolve_saved_model(directory: Path) -> Path:
 
 def model_card(info: Mapping[str, Any]) -> str:
     """A short Hugging Face model card: what the model is, how it scored, and on which data."""
-    is_lora = info["method"] == "lora"
+    spec = method_spec(info["method"])
     params = "\n".join(f"| `{name}` | {value} |" for name, value in sorted(info["params"].items()))
     data = info.get("data", {})
     return f"""---
-library_name: {"peft" if is_lora else "transformers"}
+library_name: {"peft" if spec.is_adapter else "transformers"}
 base_model: {info["base_model"]}
 tags: [finetune-hpo, {info["task"]}, {info["method"]}]
 ---
 
 # {info["study_name"]}: best trial {info["trial"]}
 
-{"A LoRA adapter with its trained head" if is_lora else "A fully fine-tuned model"} for **{info["task"]}**,
+{spec.card} for **{info["task"]}**,
 the best of the Phase 1 study `{info["study_name"]}` (trial {info["trial"]}).
 
 **Selection score:** {info["metric"]} = {info["value"]:.2f} % on the {data.get("selection_size", "?")}-row selection

@@ -31,10 +31,15 @@ from finetune_hpo.evaluation import write_scores
 from finetune_hpo.export import export_study
 from finetune_hpo.gpus import claim_gpu
 from finetune_hpo.jobs import workflow_job
+from finetune_hpo.methods import METHODS
 from finetune_hpo.report import render_terminal, write_summary
 from finetune_hpo.review import StudyFiles, review_phase1
+from finetune_hpo.settings import StudySettings
 from finetune_hpo.storage import StudyPaths
-from finetune_hpo.tasks import METHODS, TASKS
+from finetune_hpo.tasks import TASKS
+
+# Tasks are the config's: the built-in ones, or any it declares (tasks.<name>.definition).
+TASK_HELP = f"(built-in: {', '.join(sorted(TASKS))}; or one the config declares)"
 
 logger = logging.getLogger("finetune_hpo")
 
@@ -126,6 +131,15 @@ def _enter_workdir(sources: ConfigSources, layout: ResultsLayout) -> ResultsLayo
     return layout
 
 
+def _study_settings(config: dict, task: str, method: str) -> StudySettings:
+    """The settings of the study ``task`` x ``method`` of ``config``, or one line naming what it has."""
+    if task not in config["tasks"]:
+        raise ConfigError(f"--task: {task!r} is not a task of this config; it has {', '.join(config['tasks'])}")
+    if method not in config["methods"]:
+        raise ConfigError(f"--method: {method!r} is not a method of this config; it has {', '.join(config['methods'])}")
+    return study_settings(config, task, method)
+
+
 def cmd_validate(args: argparse.Namespace) -> None:
     sources = config_sources(args)
     print(sources.describe())
@@ -144,7 +158,7 @@ def cmd_run_study(args: argparse.Namespace) -> None:
     from finetune_hpo.study import run_study  # imports torch, so only after the claim
 
     sources = config_sources(args)
-    settings = study_settings(load_config(sources), args.task, args.method)
+    settings = _study_settings(load_config(sources), args.task, args.method)
     layout = _enter_workdir(sources, _layout(args, sources))
     summary_path, tokenized = layout.data_summary(args.task), layout.tokenized(args.task)
     if not summary_path.is_file() or not tokenized.is_dir():
@@ -167,7 +181,7 @@ def cmd_confirm(args: argparse.Namespace) -> None:
     from finetune_hpo.confirmation import run_confirmation
 
     sources = config_sources(args)
-    settings = study_settings(load_config(sources), args.task, args.method)
+    settings = _study_settings(load_config(sources), args.task, args.method)
     layout = _enter_workdir(sources, _layout(args, sources))
     run_confirmation(
         settings,
@@ -182,7 +196,7 @@ def cmd_confirm(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     sources = config_sources(args)
-    settings = study_settings(load_config(sources), args.task, args.method)
+    settings = _study_settings(load_config(sources), args.task, args.method)
     layout = _layout(args, sources)
     scores = layout.best_model_scores(settings.study_name)
     confirmation = layout.confirmation(settings.study_name)
@@ -311,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
 
     def with_study(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--task", required=True, choices=sorted(TASKS), help="the study's task")
+        p.add_argument("--task", required=True, help=f"the study's task, one of the config's {TASK_HELP}")
         p.add_argument("--method", required=True, choices=METHODS, help="the study's method")
         p.add_argument("--results", help="results folder (default: DIR/results)")
 
@@ -367,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
         "nothing to review (no export and no trials table) it writes nothing and says where it looked.",
     )
     with_config(p)
-    p.add_argument("--tasks", nargs="*", choices=sorted(TASKS), help="tasks to review (default: the planned ones)")
+    p.add_argument("--tasks", nargs="*", help=f"tasks to review (default: the planned ones) {TASK_HELP}")
     p.add_argument("--results", help="results folder (default: DIR/results)")
     p.add_argument("--analysis", help="folder of the optimal configs (default: DIR/analysis)")
     p.set_defaults(func=cmd_check)
@@ -379,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
         "adapter with its trained head) without the Trainer and prints its score on each file.",
     )
     p.add_argument("--model", required=True, help="the saved model's folder")
-    p.add_argument("--task", required=True, choices=sorted(TASKS), help="the task (must be the model's)")
+    p.add_argument("--task", required=True, help=f"the task, which must be the model's {TASK_HELP}")
     p.add_argument(
         "--data", required=True, action="append", help="a file in the task's hub schema (repeat for several)"
     )

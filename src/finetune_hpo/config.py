@@ -27,9 +27,10 @@ from finetune_hpo.data import (
     read_columns,
     selection_size,
 )
+from finetune_hpo.methods import METHODS
 from finetune_hpo.search_space import SearchSpaceError, build_search_space
 from finetune_hpo.settings import StudySettings, build_study_settings
-from finetune_hpo.tasks import METHODS, TASKS
+from finetune_hpo.tasks import TASKS, TaskDefinitionError, resolve_task
 
 logger = logging.getLogger(__name__)
 
@@ -353,11 +354,17 @@ def check_config(
 def _check_names(config: Mapping[str, Any]) -> None:
     """Tasks, methods and VMs name things that exist."""
     problems = []
-    for task_name in config["tasks"]:
-        if task_name not in TASKS:
+    for task_name, task_config in config["tasks"].items():
+        if task_name not in TASKS and not task_config.get("definition"):
             problems.append(
-                f"tasks.{task_name}: unknown task{_close_to(task_name, TASKS)}; known tasks: {', '.join(sorted(TASKS))}"
+                f"tasks.{task_name}: unknown task{_close_to(task_name, TASKS)}; built-in tasks: "
+                f"{', '.join(sorted(TASKS))}, or declare it with tasks.{task_name}.definition"
             )
+            continue
+        try:
+            resolve_task(task_name, task_config)
+        except TaskDefinitionError as err:
+            problems.append(str(err))
     for method in config["methods"]:
         if method not in METHODS:
             problems.append(
@@ -403,7 +410,11 @@ def study_settings(config: Mapping[str, Any], task_name: str, method: str) -> St
         distributions = build_search_space(method, space, where)
     except SearchSpaceError as err:
         raise ConfigError(str(err)) from err
-    return build_study_settings(config, TASKS[task_name], method, distributions)
+    try:
+        task = resolve_task(task_name, task_config)
+    except TaskDefinitionError as err:
+        raise ConfigError(str(err)) from err
+    return build_study_settings(config, task, method, distributions)
 
 
 def _check_enqueue_names(config: Mapping[str, Any]) -> None:
@@ -504,6 +515,12 @@ def _check_data_files(config: Mapping[str, Any], task_name: str, workdir: Path) 
     task_config = config["tasks"][task_name]
     data_files = task_config.get("data_files")
     if not data_files:
+        definition = task_config.get("definition") or {}
+        if definition and not definition.get("hub_path"):
+            raise ConfigError(
+                f"tasks.{task_name}.data_files: missing; a task declared in the config reads local files "
+                "(or give definition.hub_path)"
+            )
         return
     demo = config["demo"]
     rows: dict[str, tuple[int, str]] = {}
@@ -534,7 +551,7 @@ def _check_data_files(config: Mapping[str, Any], task_name: str, workdir: Path) 
             problems.append(f"{key}: file {written} does not exist{_looked_in(workdir, written)}{hint}")
             continue
         try:
-            check_columns(path, TASKS[task_name], where=key)
+            check_columns(path, resolve_task(task_name, task_config), where=key)
             rows[split] = (count_rows(path), written)
         except DataError as err:
             problems.append(str(err))

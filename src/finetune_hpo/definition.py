@@ -15,6 +15,7 @@ import optuna
 from optuna.distributions import distribution_to_json
 from optuna.trial import TrialState
 
+from finetune_hpo.methods import method_spec
 from finetune_hpo.settings import StudySettings
 from finetune_hpo.storage import StudyError
 
@@ -32,6 +33,7 @@ def study_definition(
             ``auto`` resolved); a study resumed on hardware that resolves it otherwise is then refused.
     """
     model = settings.model
+    adapter = method_spec(settings.method).is_adapter
     return {
         "task": settings.task.name,
         "method": settings.method,
@@ -42,8 +44,9 @@ def study_definition(
         "data_sha256": {split: data_summary["splits"][split]["sha256"] for split in ("train", "validation")},
         "max_seq_length": model.max_seq_length,
         "qa": asdict(model.qa) if not settings.task.is_classification else None,
-        "lora_target_modules": _plain(model.lora_target_modules) if settings.method == "lora" else None,
-        "lora_modules_to_save": _plain(model.lora_modules_to_save) if settings.method == "lora" else None,
+        # Adapter methods only: where the adapter goes decides what a trial trains.
+        "lora_target_modules": _plain(model.lora_target_modules) if adapter else None,
+        "lora_modules_to_save": _plain(model.lora_modules_to_save) if adapter else None,
         "precision": precision or settings.training.precision,
         "sampler": {
             "n_startup_trials": settings.sampler.n_startup_trials,

@@ -34,7 +34,7 @@ from finetune_hpo.metrics import (
 from finetune_hpo.qa import QAWindowing, postprocess_predictions, prepare_validation_features
 from finetune_hpo.settings import StudySettings
 from finetune_hpo.storage import StudyPaths, load_stored_study
-from finetune_hpo.tasks import TASKS, TaskSpec
+from finetune_hpo.tasks import TaskSpec, task_from_record
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def load_saved_model(model_dir: Path, base_model: str | None = None) -> tuple[An
     info = read_best_model_info(model_dir)
     if info is None:
         raise EvaluationError(f"{model_dir} holds no model saved by finetune-hpo (no finetune_hpo.json)")
-    task = TASKS[info["task"]]
+    task = task_from_record(info)
     auto_class = AutoModelForSequenceClassification if task.is_classification else AutoModelForQuestionAnswering
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     if (model_dir / "adapter_config.json").is_file():
@@ -267,7 +267,7 @@ def score_loaded_model(
         reference_predictions: The study's predictions file of this model's trial on these same rows
             (``predictions/trial-<n>.jsonl``): each row's prediction is compared with it.
     """
-    task = TASKS[info["task"]]
+    task = task_from_record(info)
     rows = read_rows(Path(data_file), task)
     digest = hashlib.sha256(Path(data_file).read_bytes()).hexdigest()
     result = Evaluation(
@@ -313,8 +313,10 @@ def _score_classification(forward: Forward, tokenizer: Any, rows: Rows, task: Ta
     logits = np.concatenate([out.logits.float().cpu().numpy() for out in forward(features)])
     predictions = logits.argmax(axis=-1)
     labels = np.asarray([row[task.label_column] for row in rows])
-    metrics = classification_metrics(predictions, labels)
-    standard_error = classification_standard_error(task.metric, predictions, labels, _groups(rows, info))
+    metrics = classification_metrics(predictions, labels, task.num_labels)
+    standard_error = classification_standard_error(
+        task.metric, predictions, labels, _groups(rows, info), task.num_labels
+    )
     return metrics, standard_error, [int(p) for p in predictions]
 
 

@@ -23,7 +23,7 @@ from finetune_hpo.best_model import best_complete_trial
 from finetune_hpo.config import OPTIMAL_SCHEMA
 from finetune_hpo.estimates import retrain_expectation
 from finetune_hpo.io import write_text_atomic
-from finetune_hpo.metrics import binomial_standard_error
+from finetune_hpo.metrics import binomial_standard_error, metric_spec
 from finetune_hpo.settings import StudySettings
 from finetune_hpo.storage import StudyPaths, describe_storage, load_stored_study
 
@@ -41,9 +41,12 @@ REPRODUCTION_TOLERANCE = 0.01
 
 def objective_definition(settings: StudySettings) -> str:
     """In words: what the exported value measures."""
-    metric = settings.task.metric
+    metric = metric_spec(settings.task.problem_type, settings.task.metric)
     if settings.task.is_classification:
-        return f"{metric} (percent) of the trial's model on the selection set, evaluated after the last training epoch"
+        return (
+            f"{metric.description} ({metric.unit}) of the trial's model on the selection set, evaluated after "
+            "the last training epoch"
+        )
     qa = settings.model.qa
     return (
         "SQuAD v2 F1 (percent, official answer normalization) on the selection set after the last training epoch; "
@@ -102,7 +105,7 @@ def best_config(
         "task": settings.task.name,
         "method": settings.method,
         "metric": settings.task.metric,
-        "metric_unit": "percent",
+        "metric_unit": metric_spec(settings.task.problem_type, settings.task.metric).unit,
         "direction": "maximize",
         "objective": objective_definition(settings),
         "best_value": float(best.value),

@@ -1,4 +1,5 @@
-"""Metrics, in percent: GLUE's accuracy and binary F1, and the official SQuAD v2 scoring rewritten here.
+"""The metric registry, and the metrics: GLUE's accuracy, binary F1 and Matthews correlation, and the official
+SQuAD v2 scoring rewritten here; per metric its unit, its constant-prediction baseline and its standard error.
 
 The ``evaluate`` package fetches its metric scripts from the hub, so it cannot run offline; SQuAD v2's
 exact match and F1 are short enough to carry, following the official evaluate-v2.0.py normalization.
@@ -10,6 +11,7 @@ import collections
 import re
 import string
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,28 +20,45 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCTUATION = set(string.punctuation)
 
 
-def classification_metrics(predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Accuracy and F1 of the positive class (label 1), both in percent.
+def classification_metrics(predictions: np.ndarray, labels: np.ndarray, num_labels: int = 2) -> dict[str, float]:
+    """Accuracy, Matthews correlation and (with two labels) F1 of the positive class (label 1), in points.
 
-    The same numbers as scikit-learn's ``accuracy_score`` and ``f1_score(pos_label=1, average="binary",
-    zero_division=0)``, which GLUE's metric wraps (``test_metrics.py`` checks them against it), computed
-    with numpy: importing scikit-learn took 1.0 s in each study and scoring job, and the bootstrap standard
-    error of F1 calls this 1,000 times (1.7 s with scikit-learn for 200 rows, 0.02 s with numpy).
+    The same numbers as scikit-learn's ``accuracy_score``, ``matthews_corrcoef`` (x 100, as GLUE reports
+    CoLA) and ``f1_score(pos_label=1, average="binary", zero_division=0)``, which GLUE's metric wraps
+    (``test_metrics.py`` checks them against it), computed with numpy: importing scikit-learn took 1.0 s in
+    each study and scoring job, and the bootstrap standard error of F1 calls this 1,000 times (1.7 s with
+    scikit-learn for 200 rows, 0.02 s with numpy).
 
     Args:
         predictions: Predicted label ids.
         labels: Gold label ids.
+        num_labels: Classes of the task; F1 of "the positive class" exists for two only.
     """
     predictions, labels = np.asarray(predictions), np.asarray(labels)
     if predictions.shape != labels.shape or labels.size == 0:
         raise ValueError(f"{predictions.shape} predictions for {labels.shape} labels: need as many, at least one")
-    true_positives = int(np.sum((predictions == 1) & (labels == 1)))
-    # 2TP + FP + FN: every row predicted or labelled positive, the true positives twice.
-    denominator = int(np.sum(predictions == 1)) + int(np.sum(labels == 1))
-    return {
+    metrics = {
         "accuracy": 100.0 * float(np.mean(predictions == labels)),
-        "f1": 100.0 * 2 * true_positives / denominator if denominator else 0.0,
+        "matthews_correlation": 100.0 * matthews_correlation(predictions, labels),
     }
+    if num_labels == 2:
+        true_positives = int(np.sum((predictions == 1) & (labels == 1)))
+        # 2TP + FP + FN: every row predicted or labelled positive, the true positives twice.
+        denominator = int(np.sum(predictions == 1)) + int(np.sum(labels == 1))
+        metrics["f1"] = 100.0 * 2 * true_positives / denominator if denominator else 0.0
+    return metrics
+
+
+def matthews_correlation(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """Matthews correlation coefficient of any number of classes (Gorodkin's R_K, scikit-learn's formula),
+    in [-1, 1]; 0 when either side is constant."""
+    classes = np.union1d(predictions, labels)
+    predicted = np.array([np.sum(predictions == k) for k in classes], dtype=float)
+    true = np.array([np.sum(labels == k) for k in classes], dtype=float)
+    correct, total = float(np.sum(predictions == labels)), float(labels.size)
+    covariance = correct * total - float(predicted @ true)
+    spread = (total**2 - float(predicted @ predicted)) * (total**2 - float(true @ true))
+    return covariance / np.sqrt(spread) if spread > 0 else 0.0
 
 
 def normalize_answer(text: str) -> str:
@@ -179,13 +198,110 @@ def mean_standard_error(per_example: Sequence[float], groups: Sequence[Any] | No
 
 
 def classification_standard_error(
-    metric: str, predictions: np.ndarray, labels: np.ndarray, groups: Sequence[Any] | None = None
+    metric: str, predictions: np.ndarray, labels: np.ndarray, groups: Sequence[Any] | None = None, num_labels: int = 2
 ) -> float | None:
-    """Standard error, in points, of ``metric`` (``accuracy`` or ``f1``) on these predictions (resampling
-    ``groups`` when the rows come in groups)."""
+    """Standard error, in points, of a classification ``metric`` on these predictions (resampling ``groups``
+    when the rows come in groups): the closed form for a mean of per-row scores (accuracy), a bootstrap for
+    the rest (F1, Matthews correlation)."""
     predictions, labels = np.asarray(predictions), np.asarray(labels)
-    if metric == "accuracy":
+    if METRICS["classification"][metric].per_row:
         return mean_standard_error((predictions == labels).astype(float), groups)
     return bootstrap_standard_error(
-        lambda rows: classification_metrics(predictions[rows], labels[rows])[metric], len(labels), groups=groups
+        lambda rows: classification_metrics(predictions[rows], labels[rows], num_labels)[metric],
+        len(labels),
+        groups=groups,
     )
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric a task can be scored by: what produces it, its unit, and the numbers a review needs.
+
+    Args:
+        name: Its key in the scorer's results (``accuracy``, ``f1``, ``matthews_correlation``).
+        problem_type: The scorer that produces it: ``classification`` (:func:`classification_metrics`) or
+            ``extractive_qa`` (:func:`squad_v2_metrics`).
+        unit: ``percent``, or ``x100`` for a correlation reported x 100 (-100..100), as GLUE reports CoLA.
+        description: In words, for exports and reports.
+        constant_baseline: The best score of a constant prediction, from the selection set's strata (label
+            counts; for QA, answerable counts): what a model that learned nothing scores.
+        per_row: A mean of per-row scores (its standard error has a closed form); else it is bootstrapped.
+        binary_only: Defined for two labels only (F1 of the positive class).
+    """
+
+    name: str
+    problem_type: str
+    unit: str
+    description: str
+    constant_baseline: Callable[[Mapping[str, int]], float | None]
+    per_row: bool = False
+    binary_only: bool = False
+
+
+def _majority_share(strata: Mapping[str, int]) -> float | None:
+    total = sum(strata.values())
+    return 100.0 * max(strata.values()) / total if total else None
+
+
+def _all_positive_f1(strata: Mapping[str, int]) -> float | None:
+    # Predicting every row positive is the best constant for F1 of the positive class: 2p / (1 + p).
+    total = sum(strata.values())
+    share = strata.get("1", 0) / total if total else 0.0
+    return 100.0 * 2 * share / (1 + share) if total else None
+
+
+def _no_answer_share(strata: Mapping[str, int]) -> float | None:
+    # Always answering "no answer" scores 1 on every unanswerable question and 0 elsewhere.
+    total = sum(strata.values())
+    return 100.0 * strata.get("False", 0) / total if total else None
+
+
+METRICS: dict[str, dict[str, MetricSpec]] = {
+    "classification": {
+        spec.name: spec
+        for spec in (
+            MetricSpec("accuracy", "classification", "percent", "accuracy", _majority_share, per_row=True),
+            MetricSpec(
+                "f1",
+                "classification",
+                "percent",
+                "F1 of the positive class (label 1)",
+                _all_positive_f1,
+                binary_only=True,
+            ),
+            MetricSpec(
+                "matthews_correlation",
+                "classification",
+                "x100",
+                "Matthews correlation x 100 (-100..100), GLUE's metric for CoLA",
+                lambda strata: 0.0 if strata else None,  # a constant prediction correlates with nothing
+            ),
+        )
+    },
+    "extractive_qa": {
+        spec.name: spec
+        for spec in (
+            MetricSpec(
+                "f1", "extractive_qa", "percent", "SQuAD v2 token F1 (official normalization)", _no_answer_share, True
+            ),
+            MetricSpec("exact", "extractive_qa", "percent", "SQuAD v2 exact match", _no_answer_share, per_row=True),
+        )
+    },
+}
+
+
+def metric_spec(problem_type: str, name: str) -> MetricSpec:
+    """The registry entry of metric ``name`` of a ``problem_type`` scorer.
+
+    Raises:
+        KeyError: the scorer produces no such metric; the message lists those it does.
+    """
+    known = METRICS.get(problem_type, {})
+    if name not in known:
+        raise KeyError(f"the {problem_type} scorer produces no metric {name!r}; it produces {', '.join(known)}")
+    return known[name]
+
+
+def constant_prediction_baseline(problem_type: str, metric: str, strata: Mapping[str, int]) -> float | None:
+    """The best score a constant prediction gets on a set with these strata, in the metric's unit."""
+    return metric_spec(problem_type, metric).constant_baseline(strata)

@@ -1,5 +1,5 @@
-"""The models a trial trains: the pretrained model with its task head (seeded, float32), and its LoRA
-wrapping with target modules detected per architecture family."""
+"""The models a trial trains: the pretrained model with its task head (seeded, float32), and its adapter
+(LoRA, DoRA) with target modules detected per architecture family."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import torch
 
+from finetune_hpo.methods import method_spec
 from finetune_hpo.search_space import HyperParameters
 from finetune_hpo.tasks import TaskSpec
 
@@ -108,27 +109,21 @@ def build_trial_model(
     lora_target_modules: str | Sequence[str] | None = None,
     lora_modules_to_save: Sequence[str] | None = None,
 ) -> torch.nn.Module:
-    """A fresh copy of the base model, wrapped with LoRA adapters for the ``lora`` method.
+    """A fresh copy of the base model, wrapped in the method's peft adapter when it has one (LoRA, DoRA).
 
-    Call :func:`seed_everything` first: the adapters' initialisation draws from the global RNG.
+    Call :func:`seed_everything` first: an adapter's initialisation draws from the global RNG.
     """
     model = copy.deepcopy(base_model)
-    if method == "full_finetune":
+    spec = method_spec(method)
+    if spec.adapter_config is None:
         return model
-    from peft import LoraConfig, TaskType, get_peft_model
+    from peft import TaskType, get_peft_model
 
     target_modules, modules_to_save = resolve_lora_modules(model, lora_target_modules, lora_modules_to_save)
     task_type = TaskType.SEQ_CLS if task.is_classification else TaskType.QUESTION_ANS
-    lora_config = LoraConfig(
-        task_type=task_type,
-        r=int(params.lora_rank or 8),
-        lora_alpha=int(params.lora_alpha or 16),
-        lora_dropout=float(params.lora_dropout or 0.0),
-        target_modules=target_modules,
-        # peft adds the task head (classifier / qa_outputs) for these task types; we add the rest.
-        modules_to_save=modules_to_save or None,
+    return get_peft_model(
+        model, spec.adapter_config(params.method_parameters, target_modules, modules_to_save, task_type)
     )
-    return get_peft_model(model, lora_config)
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

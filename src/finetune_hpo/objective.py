@@ -253,6 +253,8 @@ def best_model_card_info(settings: StudySettings, data_summary: Mapping[str, Any
     return {
         "study_name": settings.study_name,
         "task": settings.task.name,
+        # The whole entry, so a reload scores a task the config declared as the study did.
+        "task_spec": asdict(settings.task),
         "method": settings.method,
         "metric": settings.task.metric,
         "base_model": base,

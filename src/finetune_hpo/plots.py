@@ -21,8 +21,8 @@ import matplotlib.pyplot as plt
 import optuna
 
 from finetune_hpo.importances import parameter_importances
+from finetune_hpo.methods import METHODS
 from finetune_hpo.review import StudyReview
-from finetune_hpo.tasks import METHODS
 
 logger = logging.getLogger(__name__)
 

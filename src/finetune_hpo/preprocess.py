@@ -113,6 +113,28 @@ def tokenize_task(
     return summary
 
 
+def prepare_tokenized_task(
+    task: TaskSpec,
+    data_dir: Path,
+    model_name_or_path: str,
+    out_dir: Path,
+    *,
+    max_seq_length: int,
+    qa: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Rule tokenize_dataset: the model's tokenizer over the task's drawn rows, written to ``out_dir``."""
+    summary = tokenize_task(
+        task,
+        data_dir,
+        load_tokenizer(model_name_or_path),
+        out_dir,
+        max_seq_length=max_seq_length,
+        qa_windowing=QAWindowing(int(qa["max_seq_length"]), int(qa["doc_stride"])),
+    )
+    logger.info("%s: %s", task.name, json.dumps(summary["splits"]))
+    return summary
+
+
 def _tokenize_classification(
     task: TaskSpec, raw: Any, tokenizer: Any, max_seq_length: int, num_proc: int | None
 ) -> Any:

@@ -1,14 +1,15 @@
 """Search spaces: config entries -> Optuna distributions, and trial parameters -> training settings.
 
 The protocol's names (learning rate, batch size, ...) are the keys; each maps to exactly one knob of the
-HF ``TrainingArguments`` or of peft's ``LoraConfig``.
+HF ``TrainingArguments`` or of the method's peft config, as the method registry (:mod:`finetune_hpo.methods`)
+lists them.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -19,25 +20,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-# Hyperparameter name -> what it sets. Anything else in a search space is a typo and is refused.
-TRAINING_PARAMETERS: dict[str, str] = {
-    "learning_rate": "TrainingArguments.learning_rate",
-    "batch_size": "TrainingArguments.per_device_train_batch_size",
-    "warmup_ratio": "TrainingArguments.warmup_steps (a float in [0, 1) is a ratio of total steps)",
-    "weight_decay": "TrainingArguments.weight_decay",
-    "num_train_epochs": "TrainingArguments.num_train_epochs",
-}
-LORA_PARAMETERS: dict[str, str] = {
-    "lora_rank": "LoraConfig.r",
-    "lora_alpha": "LoraConfig.lora_alpha",
-    "lora_dropout": "LoraConfig.lora_dropout",
-}
-ALLOWED_PARAMETERS: dict[str, dict[str, str]] = {
-    "full_finetune": TRAINING_PARAMETERS,
-    "lora": {**TRAINING_PARAMETERS, **LORA_PARAMETERS},
-}
-# A trial cannot run without these; a search space may fix them with a one-value categorical.
-REQUIRED_PARAMETERS: tuple[str, ...] = ("learning_rate", "batch_size", "num_train_epochs")
+from finetune_hpo.methods import METHODS_BY_NAME, TRAINING_PARAMETERS, Parameter, method_spec
 
 
 class SearchSpaceError(ValueError):
@@ -54,9 +37,8 @@ class HyperParameters:
         num_train_epochs: Passes over the training set.
         warmup_ratio: Fraction of steps spent warming up.
         weight_decay: AdamW weight decay.
-        lora_rank: LoRA rank ``r`` (LoRA only).
-        lora_alpha: LoRA scaling ``alpha`` (LoRA only).
-        lora_dropout: Dropout on the LoRA branch (LoRA only).
+        method_parameters: The method's own hyperparameters (LoRA's and DoRA's ``lora_rank``,
+            ``lora_alpha``, ``lora_dropout``; none for full fine-tuning), see :mod:`finetune_hpo.methods`.
     """
 
     learning_rate: float
@@ -64,30 +46,19 @@ class HyperParameters:
     num_train_epochs: int
     warmup_ratio: float = 0.0
     weight_decay: float = 0.0
-    lora_rank: int | None = None
-    lora_alpha: int | None = None
-    lora_dropout: float | None = None
+    method_parameters: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> HyperParameters:
+        """A trial's parameters (Optuna's ``trial.params``): the training ones typed, the rest the method's."""
         return cls(
             learning_rate=float(params["learning_rate"]),
             batch_size=int(params["batch_size"]),
             num_train_epochs=int(params["num_train_epochs"]),
             warmup_ratio=float(params.get("warmup_ratio", 0.0)),
             weight_decay=float(params.get("weight_decay", 0.0)),
-            lora_rank=_optional_int(params.get("lora_rank")),
-            lora_alpha=_optional_int(params.get("lora_alpha")),
-            lora_dropout=_optional_float(params.get("lora_dropout")),
+            method_parameters={name: value for name, value in params.items() if name not in TRAINING_PARAMETERS},
         )
-
-
-def _optional_int(value: Any) -> int | None:
-    return None if value is None else int(value)
-
-
-def _optional_float(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 def build_distribution(name: str, spec: Mapping[str, Any], where: str) -> BaseDistribution:
@@ -126,40 +97,39 @@ def build_distribution(name: str, spec: Mapping[str, Any], where: str) -> BaseDi
 
 
 def build_search_space(method: str, space: Mapping[str, Mapping[str, Any]], where: str) -> dict[str, BaseDistribution]:
-    """Validate a method's search space and return name -> distribution, in a stable order."""
-    allowed = ALLOWED_PARAMETERS.get(method)
-    if allowed is None:
-        raise SearchSpaceError(f"{where}: unknown method {method!r}; known: {', '.join(ALLOWED_PARAMETERS)}")
+    """Validate a method's search space against its registry entry and return name -> distribution, in a
+    stable order."""
+    if method not in METHODS_BY_NAME:
+        raise SearchSpaceError(f"{where}: unknown method {method!r}; known: {', '.join(METHODS_BY_NAME)}")
+    spec = method_spec(method)
+    allowed = spec.allowed_parameters
     unknown = sorted(set(space) - set(allowed))
     if unknown:
         raise SearchSpaceError(
             f"{where}: unknown hyperparameter(s) {', '.join(unknown)} for method {method!r}; "
             f"allowed: {', '.join(allowed)}"
         )
-    missing = [name for name in REQUIRED_PARAMETERS if name not in space]
-    if method == "lora":
-        missing += [name for name in LORA_PARAMETERS if name not in space]
+    missing = [name for name in spec.required_parameters if name not in space]
     if missing:
         raise SearchSpaceError(f"{where}: missing hyperparameter(s) {', '.join(missing)}")
     distributions = {name: build_distribution(name, space[name], where) for name in allowed if name in space}
-    _check_values(distributions, where)
+    _check_values(distributions, allowed, where)
     return distributions
 
 
-def _check_values(distributions: Mapping[str, BaseDistribution], where: str) -> None:
+def _check_values(distributions: Mapping[str, BaseDistribution], allowed: Mapping[str, Parameter], where: str) -> None:
     """Refuse values no trial could train with (batch size 0, negative epochs, dropout >= 1)."""
-    positive = ("learning_rate", "batch_size", "num_train_epochs", "lora_rank", "lora_alpha")
-    unit_interval = ("warmup_ratio", "lora_dropout")
     for name, dist in distributions.items():
+        domain = allowed[name].domain
         values = dist.choices if isinstance(dist, CategoricalDistribution) else (dist.low, dist.high)
         for value in values:
             if not isinstance(value, int | float):
                 raise SearchSpaceError(f"{where}.{name}: value {value!r} is not a number")
-            if name in positive and value <= 0:
+            if domain == "positive" and value <= 0:
                 raise SearchSpaceError(f"{where}.{name}: values must be > 0, got {value}")
-            if name in unit_interval and not 0 <= value < 1:
+            if domain == "unit_interval" and not 0 <= value < 1:
                 raise SearchSpaceError(f"{where}.{name}: values must lie in [0, 1), got {value}")
-            if name == "weight_decay" and value < 0:
+            if domain == "non_negative" and value < 0:
                 raise SearchSpaceError(f"{where}.{name}: values must be >= 0, got {value}")
 
 

@@ -1,12 +1,15 @@
-"""The task registry: one entry per Phase 1 task, holding its schema, metric and hub location.
+"""The task registry: one entry per task, holding its schema, metric and hub location.
 
-A task is data, not an ``if`` chain: adding a task means adding a :class:`TaskSpec` to ``TASKS``.
+A task is data, not an ``if`` chain: the four Phase 1 tasks are :class:`TaskSpec` entries of ``TASKS``, and a
+classification task on local files is declared in the config alone (``tasks.<name>.definition``), which
+:func:`resolve_task` turns into an entry of the same kind.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 ProblemType = Literal["classification", "extractive_qa"]
 
@@ -105,4 +108,84 @@ TASKS: dict[str, TaskSpec] = {
     )
 }
 
-METHODS: tuple[str, ...] = ("full_finetune", "lora")
+
+class TaskDefinitionError(ValueError):
+    """A task the config declares that cannot be used; the message names the key."""
+
+
+def task_from_definition(name: str, definition: Mapping[str, Any]) -> TaskSpec:
+    """A classification task declared in the config (``tasks.<name>.definition``): its text column(s), label
+    column and label names in label-id order, metric, and optionally extra metrics, an id column and a hub
+    location (local ``data_files`` are the usual source).
+
+    Raises:
+        TaskDefinitionError: not a classification task, or a metric the classification scorer does not
+            produce (or F1 of "the positive class" for more than two labels).
+    """
+    from finetune_hpo.metrics import METRICS
+
+    where = f"tasks.{name}.definition"
+    problem_type = definition.get("problem_type", "classification")
+    if problem_type != "classification":
+        raise TaskDefinitionError(
+            f"{where}.problem_type: {problem_type!r} cannot be declared in the config; only classification "
+            "(extractive QA needs the SQuAD windowing of a built-in task)"
+        )
+    labels = tuple(str(label) for label in definition["labels"])
+    metrics = METRICS[problem_type]
+    for key, metric in [("metric", definition["metric"])] + [
+        (f"extra_metrics[{k}]", m) for k, m in enumerate(definition.get("extra_metrics", []))
+    ]:
+        if metric not in metrics:
+            raise TaskDefinitionError(
+                f"{where}.{key}: the classification scorer produces no metric {metric!r}; it produces "
+                f"{', '.join(metrics)}"
+            )
+        if metrics[metric].binary_only and len(labels) != 2:
+            raise TaskDefinitionError(
+                f"{where}.{key}: {metric} is defined for two labels, the task has {len(labels)}; use "
+                "matthews_correlation or accuracy"
+            )
+    return TaskSpec(
+        name=name,
+        problem_type="classification",
+        hub_path=definition.get("hub_path") or "",
+        hub_config=definition.get("hub_config"),
+        text_columns=tuple(definition["text_columns"]),
+        label_column=definition.get("label_column", "label"),
+        metric=definition["metric"],
+        label_names=labels,
+        extra_metrics=tuple(definition.get("extra_metrics", [])),
+        id_column=definition.get("id_column") or "idx",
+    )
+
+
+def resolve_task(name: str, task_config: Mapping[str, Any] | None = None) -> TaskSpec:
+    """The registry entry of task ``name``: the config's declaration (``definition``) when it has one, else
+    the built-in task of that name.
+
+    Raises:
+        TaskDefinitionError: an unknown task without a declaration, or a declaration that cannot be used.
+    """
+    definition = (task_config or {}).get("definition")
+    if definition:
+        if name in TASKS:
+            raise TaskDefinitionError(
+                f"tasks.{name}.definition: {name} is a built-in task; declare yours under another name"
+            )
+        return task_from_definition(name, definition)
+    if name not in TASKS:
+        raise TaskDefinitionError(
+            f"tasks.{name}: unknown task; built-in tasks: {', '.join(sorted(TASKS))}, or declare it with "
+            f"tasks.{name}.definition (text_columns, labels, metric)"
+        )
+    return TASKS[name]
+
+
+def task_from_record(record: Mapping[str, Any]) -> TaskSpec:
+    """A task as a saved model's info recorded it (``task_spec``), or the built-in task it names (models
+    saved before the entry was recorded)."""
+    spec = record.get("task_spec")
+    if not spec:
+        return TASKS[record["task"]]
+    return TaskSpec(**{key: tuple(value) if isinstance(value, list) else value for key, value in spec.items()})

@@ -155,7 +155,8 @@ class ClassificationScorer:
     """``compute_metrics`` for classification: accuracy and F1, keeping the last evaluation's predicted labels
     (in dataset order, one per row) for the trial's predictions file and the saved model's independent check."""
 
-    def __init__(self) -> None:
+    def __init__(self, num_labels: int = 2) -> None:
+        self.num_labels = num_labels
         self.last_predictions: list[int] = []
 
     def __call__(self, eval_prediction: Any) -> dict[str, float]:
@@ -163,7 +164,7 @@ class ClassificationScorer:
         logits = logits[0] if isinstance(logits, tuple) else logits
         predictions = np.argmax(logits, axis=-1)
         self.last_predictions = [int(label) for label in predictions]
-        return classification_metrics(predictions, eval_prediction.label_ids)
+        return classification_metrics(predictions, eval_prediction.label_ids, self.num_labels)
 
 
 class RightPaddingCollator:
@@ -207,7 +208,7 @@ def make_trainer(
     if task.is_classification:
         # A sequence classifier finds its token (CLS, or the last non-pad token) from the attention mask
         # and pad ids, so either padding side works: the tokenizer's own.
-        scorer = ClassificationScorer()
+        scorer = ClassificationScorer(task.num_labels)
         trainer = in_order_trainer_class()(
             compute_metrics=scorer, data_collator=DataCollatorWithPadding(tokenizer), **common
         )

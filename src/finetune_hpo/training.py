@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from finetune_hpo.methods import method_spec
 from finetune_hpo.models import build_trial_model, count_parameters, resolve_lora_modules, seed_everything
 from finetune_hpo.preprocess import TokenizedTask
 from finetune_hpo.qa import QAPrediction
@@ -38,7 +39,7 @@ class TrainingSetup:
 
     Args:
         task: The task's registry entry.
-        method: ``full_finetune`` or ``lora``.
+        method: The method's name in the registry (:mod:`finetune_hpo.methods`).
         seed: Seed of initialisation and data order.
         eval_batch_size: Per-device evaluation batch size.
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
@@ -304,7 +305,7 @@ def _train_once(
     )
     trainable, total = count_parameters(model)
     lora_targets, lora_to_save = None, None
-    if setup.method == "lora":
+    if method_spec(setup.method).is_adapter:
         # As peft applied them: the head it adds for the task type (classifier, score, qa_outputs, ...)
         # and what it matched by suffix, not what we asked for.
         lora_targets = resolve_lora_modules(base_model, setup.lora_target_modules, setup.lora_modules_to_save)[0]

@@ -4,12 +4,12 @@ from pathlib import Path
 
 from finetune_hpo.data import prepare_task_data
 from finetune_hpo.jobs import workflow_job
-from finetune_hpo.tasks import TASKS
+from finetune_hpo.tasks import resolve_task
 
 smk = snakemake  # noqa: F821 - the object Snakemake injects into scripts
 with workflow_job(smk.log[0]):
     prepare_task_data(
-        TASKS[smk.wildcards.task],
+        resolve_task(smk.wildcards.task, smk.config["tasks"][smk.wildcards.task]),
         # Local data files are the rule's inputs (none: the hub).
         {split: smk.input[split] for split in ("train", "validation")} if smk.input else None,
         Path(smk.output.summary).parent,
