@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from finetune_hpo.config import check_config, study_settings
-from finetune_hpo.study import run_study
+from finetune_hpo.study import run_study, run_study_worker
 from finetune_hpo.tracking import TrialRun
 from tests.helpers import prepare_task, read_wandb_run, small_config
 
@@ -77,7 +77,7 @@ def test_summary_run_is_logged_once_by_the_process_that_finalizes_a_shared_study
         tmp_path / "results/studies/sst2_full_finetune",
     )
     # A worker job runs the trials and leaves the summary to rule run_study, which then runs none itself.
-    run_study(*arguments, wandb_dir=tmp_path / "wandb", finalize=False)
+    run_study_worker(*arguments, wandb_dir=tmp_path / "wandb")
     assert len(list((tmp_path / "wandb" / "wandb").glob("offline-run-*"))) == 2
     study = run_study(*arguments, wandb_dir=tmp_path / "wandb")
     assert study.user_attrs["wandb_summary_logged"] is True

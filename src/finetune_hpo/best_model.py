@@ -15,13 +15,19 @@ import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from finetune_hpo.config import looks_like_local_path
 from finetune_hpo.io import apply_umask, write_text_atomic
 from finetune_hpo.methods import method_spec
+from finetune_hpo.settings import StudySettings
+
+if TYPE_CHECKING:
+    from finetune_hpo.training import TrialOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -220,3 +226,56 @@ Reload and score it with plain transformers/peft code:
 finetune-hpo evaluate --model {BEST_MODEL_DIR} --task {info["task"]} --data results/data/{info["task"]}/validation.jsonl
 ```
 """
+
+
+def trial_model_info(
+    card_info: Mapping[str, Any],
+    trial_number: int,
+    params: Mapping[str, Any],
+    outcome: TrialOutcome,
+    eval_batch_size: int,
+    fingerprint: str | None,
+) -> dict[str, Any]:
+    """The model card of a trial's saved model: :func:`best_model_card_info` plus what the trial did."""
+    return {
+        **card_info,
+        "trial": trial_number,
+        "value": outcome.value,
+        "params": dict(params),
+        "metrics": outcome.metrics,
+        "lora_target_modules": outcome.lora_target_modules,
+        "lora_modules_to_save": outcome.lora_modules_to_save,
+        "precision": outcome.precision,
+        "eval_batch_size": eval_batch_size,
+        "fingerprint": fingerprint,
+    }
+
+
+def best_model_card_info(settings: StudySettings, data_summary: Mapping[str, Any]) -> dict[str, Any]:
+    """What the saved best model records besides its trial: the base model, data and the settings that
+    a plain reload needs to score it the way the study did."""
+    base = settings.model_name_or_path
+    if looks_like_local_path(base) or Path(base).is_dir():
+        base = str(Path(base).resolve())  # the adapter must find its base from wherever it is scored
+    splits = data_summary["splits"]
+    return {
+        "study_name": settings.study_name,
+        "task": settings.task.name,
+        # The whole entry, so a reload scores a task the config declared as the study did.
+        "task_spec": asdict(settings.task),
+        "method": settings.method,
+        "metric": settings.task.metric,
+        "base_model": base,
+        "seed": settings.seed,
+        "max_seq_length": settings.model.max_seq_length,
+        "qa": asdict(settings.model.qa) if not settings.task.is_classification else None,
+        "data": {
+            "train_size": splits["train"]["size"],
+            "train_sha256": splits["train"]["sha256"],
+            "selection_size": splits["validation"]["size"],
+            "selection_sha256": splits["validation"]["sha256"],
+            "selection_ids_sha256": splits["validation"].get("ids_sha256"),
+            # Held-out rows drawn by these groups: their standard errors resample groups, not rows.
+            "group_column": data_summary.get("standard_errors_resample"),
+        },
+    }

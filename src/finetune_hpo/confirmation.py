@@ -27,30 +27,32 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from finetune_hpo.best_model import (
+    best_model_card_info,
     point_best_model,
     read_best_model_info,
     save_trial_model,
     top_complete_trials,
     trial_model_dir,
+    trial_model_info,
 )
+from finetune_hpo.data import confirmation_rows_sha256
 from finetune_hpo.estimates import summarize
 from finetune_hpo.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from finetune_hpo.models import load_base_model
-from finetune_hpo.objective import best_model_card_info, prediction_rows, trial_model_info
 from finetune_hpo.preprocess import load_tokenized, load_tokenizer
+from finetune_hpo.recording import RunRecord
 from finetune_hpo.search_space import HyperParameters, suggest
 from finetune_hpo.settings import StudySettings
-from finetune_hpo.storage import StudyError, StudyPaths, open_storage
-from finetune_hpo.study import confirmation_rows_sha256, fail_interrupted_trials, sigterm_as_interrupt
-from finetune_hpo.tracking import TrialRun
-from finetune_hpo.trainer import NaNLossError, stop_requested
+from finetune_hpo.signals import raise_if_stop_requested, sigterm_as_interrupt
+from finetune_hpo.storage import StudyError, StudyPaths, fail_interrupted_trials, open_storage
+from finetune_hpo.trainer import NaNLossError
 from finetune_hpo.training import (
     TrainingSetup,
     effective_precision,
     frozen_for_garbage_collection,
     train_and_evaluate,
 )
-from finetune_hpo.trial_records import write_best_predictions
+from finetune_hpo.trial_records import prediction_rows, write_best_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -202,8 +204,7 @@ def run_confirmation(
                     seed,
                 )
                 get_runner().run(confirmations, candidate, seed)
-                if stop_requested.is_set():
-                    raise KeyboardInterrupt("stop requested (SIGTERM)")
+                raise_if_stop_requested()
     runs = {
         (candidate.number, seed): _run_record(candidate, seed, seeds[0], confirmations, same)
         for candidate in candidates
@@ -373,64 +374,39 @@ class _Runner:
                 f"trial {candidate.number}'s parameters {candidate.params} do not cover the search space "
                 f"{sorted(settings.search_space)}; it cannot be retrained as it ran"
             )
-        metric = settings.task.metric
-        run = TrialRun(
-            project=settings.wandb.project,
-            entity=settings.wandb.entity,
-            mode=settings.wandb.mode,
-            group=settings.study_name,
+        record = RunRecord(
+            trial,
+            settings,
             name=f"confirm-trial-{candidate.number}-seed-{seed}",
+            config={**trial.params, "source_trial": candidate.number, "seed": seed},
+            wandb_dir=self.wandb_dir,
             job_type="confirmation",
-            config={
-                **trial.params,
-                "source_trial": candidate.number,
-                "seed": seed,
-                "task": settings.task.name,
-                "method": settings.method,
-                "model": settings.model_name_or_path,
-            },
-            directory=self.wandb_dir,
         )
-        if run.run_id:
-            trial.set_user_attr("wandb_run_id", run.run_id)
-
-        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-            run.log({f"eval/{key}": value for key, value in metrics.items()} | {"epoch": epoch})
-
         try:
             outcome = train_and_evaluate(
-                replace(self.setup, seed=seed), self.base_model(seed), self.tokenizer, self.data, params, on_epoch
+                replace(self.setup, seed=seed),
+                self.base_model(seed),
+                self.tokenizer,
+                self.data,
+                params,
+                record.log_epoch,
             )
         except NaNLossError as err:
             # A real outcome of this seed: recorded as finished, so a rerun does not retry it forever.
-            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
-            trial.set_user_attr("diverged", True)
-            run.summary({"state": "FAIL", "error": repr(err)[:500]})
-            run.finish(exit_code=1)
+            record.failed(err, {"diverged": True})
             confirmations.tell(trial, state=TrialState.FAIL)
             return confirmations.trials[trial.number]
         except BaseException as err:
-            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
-            run.summary({"state": "FAIL", "error": repr(err)[:500]})
-            run.finish(exit_code=1)
+            record.failed(err)
             confirmations.tell(trial, state=TrialState.FAIL)
             raise
-        confirmation_value = outcome.confirmation_value(metric)
-        for key, value in {
-            "metrics": outcome.metrics,
-            "confirmation_metrics": outcome.confirmation_metrics,
-            "confirmation_value": confirmation_value,
-            "train_seconds": round(outcome.train_seconds, 3),
-            "train_loss": outcome.training_loss,
-            "per_device_batch_size": outcome.per_device_batch_size,
-            "gradient_accumulation_steps": outcome.gradient_accumulation_steps,
-            "oom_retries": outcome.oom_retries,
-            "precision": outcome.precision,
-        }.items():
-            trial.set_user_attr(key, value)
-        confirmation = {f"confirmation/{k}": v for k, v in (outcome.confirmation_metrics or {}).items()}
-        run.summary({"objective": outcome.value, "state": "COMPLETE", **outcome.metrics, **confirmation})
-        run.finish()
+        record.completed(
+            outcome,
+            {
+                "confirmation_metrics": outcome.confirmation_metrics,
+                "confirmation_value": outcome.confirmation_value(settings.task.metric),
+            },
+        )
         confirmations.tell(trial, outcome.value)
         return confirmations.trials[trial.number]
 

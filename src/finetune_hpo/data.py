@@ -410,3 +410,8 @@ def write_subsample(task: TaskSpec, drawn: Mapping[str, datasets.Dataset], out_d
         summary["held_out_shared_groups"] = len(shared)
     write_json_atomic(out_dir / "summary.json", summary)
     return summary
+
+
+def confirmation_rows_sha256(data_summary: Mapping[str, Any]) -> str | None:
+    """Hash of the task's confirmation rows (``None`` without any), recorded with every score on them."""
+    return data_summary["splits"].get(CONFIRMATION_SPLIT, {}).get("sha256")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+from optuna.trial import TrialState
 
 from finetune_hpo.best_model import BEST_MODEL_DIR
 from finetune_hpo.settings import StorageSettings
@@ -203,3 +204,16 @@ def repair_journal_tail(journal: Path) -> None:
         len(data) - keep,
         backup,
     )
+
+
+def fail_interrupted_trials(study: optuna.Study) -> list[int]:
+    """Mark trials left RUNNING by a killed process as FAIL (single-writer storages only)."""
+    numbers = []
+    storage = study._storage
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+        storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        numbers.append(trial.number)
+    if numbers:
+        logger.warning("trial(s) %s were interrupted in an earlier run; marked FAIL", numbers)
+    return numbers

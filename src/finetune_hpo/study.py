@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import logging
 import shutil
-import signal
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,50 +20,22 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from finetune_hpo.best_model import best_complete_trial, promote_best_model
+from finetune_hpo.best_model import best_complete_trial, best_model_card_info, promote_best_model
+from finetune_hpo.data import confirmation_rows_sha256
 from finetune_hpo.definition import open_study, study_definition
 from finetune_hpo.importances import parameter_importances
 from finetune_hpo.models import load_base_model
-from finetune_hpo.objective import Objective, best_model_card_info
+from finetune_hpo.objective import Objective
 from finetune_hpo.preprocess import load_tokenized, load_tokenizer
 from finetune_hpo.progress import ProgressLogger, count_complete
 from finetune_hpo.settings import StudySettings
-from finetune_hpo.storage import StudyError, StudyPaths, open_storage
+from finetune_hpo.signals import raise_if_stop_requested, sigterm_as_interrupt
+from finetune_hpo.storage import StudyError, StudyPaths, fail_interrupted_trials, open_storage
 from finetune_hpo.tracking import log_study_summary
-from finetune_hpo.trainer import stop_requested
 from finetune_hpo.training import TrainingSetup, effective_precision, frozen_for_garbage_collection
 from finetune_hpo.trial_records import trials_table_rows, write_best_predictions, write_trials_table
 
 logger = logging.getLogger(__name__)
-
-
-def fail_interrupted_trials(study: optuna.Study) -> list[int]:
-    """Mark trials left RUNNING by a killed process as FAIL (single-writer storages only)."""
-    numbers = []
-    storage = study._storage
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
-        storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-        numbers.append(trial.number)
-    if numbers:
-        logger.warning("trial(s) %s were interrupted in an earlier run; marked FAIL", numbers)
-    return numbers
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (preemption, Snakemake's cancel) behaves like Ctrl-C: the running trial ends FAIL."""
-
-    def handler(signum: int, frame: Any) -> None:
-        stop_requested.set()
-        raise KeyboardInterrupt(f"received signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        stop_requested.clear()
 
 
 def run_study(
@@ -77,10 +47,11 @@ def run_study(
     threads: int = 1,
     wandb_dir: Path | None = None,
     allow_new_definition: bool = False,
-    finalize: bool = True,
     trials_table: Path | None = None,
 ) -> optuna.Study:
-    """Run (or resume) the study until it holds exactly ``n_trials`` COMPLETE trials; write its trials table.
+    """Rule run_study: run (or resume) the study to exactly ``n_trials`` COMPLETE trials, then finalize it
+    (:func:`finalize_study`). With worker jobs (``optuna.workers_per_study > 1``) they have run the trials and
+    this only finalizes.
 
     Args:
         settings: The study's resolved settings.
@@ -90,14 +61,41 @@ def run_study(
         threads: CPU threads for torch (the Snakemake job's ``threads``).
         wandb_dir: Where offline W&B runs are written.
         allow_new_definition: Continue a stored study whose definition changed.
-        trials_table: Where the finalizing process writes the trials table (the rule's output);
-            default ``<study_dir>/trials.csv``.
-        finalize: Write the trials table, best predictions and the W&B summary run (one worker of a
-            shared study does this, after all have finished).
+        trials_table: Where the trials table goes (the rule's output); default ``<study_dir>/trials.csv``.
 
     Raises:
         StudyError: too many consecutive failures, a corrupted storage, or a changed definition.
         KeyboardInterrupt: Ctrl-C or SIGTERM; the running trial is stored as FAIL first.
+    """
+    study, settings = run_study_worker(
+        settings,
+        tokenized_dir,
+        data_summary,
+        study_dir,
+        threads=threads,
+        wandb_dir=wandb_dir,
+        allow_new_definition=allow_new_definition,
+    )
+    finalize_study(study, settings, StudyPaths(study_dir), wandb_dir=wandb_dir, trials_table=trials_table)
+    return study
+
+
+def run_study_worker(
+    settings: StudySettings,
+    tokenized_dir: Path,
+    data_summary: Mapping[str, Any],
+    study_dir: Path,
+    *,
+    threads: int = 1,
+    wandb_dir: Path | None = None,
+    allow_new_definition: bool = False,
+) -> tuple[optuna.Study, StudySettings]:
+    """Rule run_study_worker (and the first half of :func:`run_study`): run trials until the study, shared
+    with any other workers, holds ``n_trials`` COMPLETE ones; every finished trial goes to the progress
+    table, where a failed job does not delete it.
+
+    Returns:
+        The study, and its settings with the precision resolved on this machine.
     """
     paths = StudyPaths(study_dir)
     storage = open_storage(settings.storage.url, paths, settings.storage.heartbeat)
@@ -111,65 +109,87 @@ def run_study(
         optuna.storages.fail_stale_trials(study)
     else:
         fail_interrupted_trials(study)
-    n_trials = settings.n_trials
     complete = count_complete(study)
     logger.info(
         "study %s: %d/%d COMPLETE trial(s) stored in %s",
         settings.study_name,
         complete,
-        n_trials,
+        settings.n_trials,
         paths.journal if settings.storage.url is None else "the configured RDB storage",
     )
-    if complete < n_trials:
-        torch.set_num_threads(max(1, threads))
-        save_best = settings.selection.save_best_model
-        objective = Objective(
-            settings=settings,
-            setup=TrainingSetup.from_settings(
-                settings, paths.scratch, keep_model=save_best, score_confirmation=settings.selection.confirms
-            ),
-            base_model=load_base_model(settings.task, settings.model_name_or_path, seed=settings.seed),
-            tokenizer=load_tokenizer(settings.model_name_or_path),
-            data=load_tokenized(tokenized_dir),
-            paths=paths,
-            wandb_dir=wandb_dir,
-            sampler_seed=sampler_seed,
-            best_model_info=best_model_card_info(settings, data_summary) if save_best else None,
-            confirmation_sha256=confirmation_rows_sha256(data_summary),
-        )
-        try:
-            with frozen_for_garbage_collection():
-                _optimize_until_complete(
-                    study,
-                    objective,
-                    n_trials,
-                    settings.max_consecutive_failures,
-                    paths.trials_progress,
-                    paths.best_model if save_best else None,
-                    settings.selection.models_kept,
-                )
-        except KeyboardInterrupt:
-            if not isinstance(storage, optuna.storages.RDBStorage):
-                # A signal that lands between Optuna creating a trial and running it leaves the trial
-                # RUNNING; with a single-writer storage every RUNNING trial is this process's.
-                fail_interrupted_trials(study)
-            raise
-        finally:
-            # Every finished trial, with its error, where a failed job does not delete it.
-            write_trials_table(study, paths.trials_progress)
-    if finalize and settings.selection.save_best_model:
-        # Workers promote after each of their trials; this settles the link once all have finished.
+    if complete >= settings.n_trials:
+        return study, settings
+    torch.set_num_threads(max(1, threads))
+    objective = _objective(settings, tokenized_dir, data_summary, paths, wandb_dir, sampler_seed)
+    try:
+        with frozen_for_garbage_collection():
+            _optimize_until_complete(
+                study,
+                objective,
+                settings.n_trials,
+                settings.max_consecutive_failures,
+                paths.trials_progress,
+                paths.best_model if settings.selection.save_best_model else None,
+                settings.selection.models_kept,
+            )
+    except KeyboardInterrupt:
+        if not isinstance(storage, optuna.storages.RDBStorage):
+            # A signal that lands between Optuna creating a trial and running it leaves the trial RUNNING;
+            # with a single-writer storage every RUNNING trial is this process's.
+            fail_interrupted_trials(study)
+        raise
+    finally:
+        # Every finished trial, with its error, where a failed job does not delete it.
+        write_trials_table(study, paths.trials_progress)
+    return study, settings
+
+
+def _objective(
+    settings: StudySettings,
+    tokenized_dir: Path,
+    data_summary: Mapping[str, Any],
+    paths: StudyPaths,
+    wandb_dir: Path | None,
+    sampler_seed: int,
+) -> Objective:
+    """The study's objective, with the data, tokenizer and base weights every trial of this process shares."""
+    save_best = settings.selection.save_best_model
+    return Objective(
+        settings=settings,
+        setup=TrainingSetup.from_settings(
+            settings, paths.scratch, keep_model=save_best, score_confirmation=settings.selection.confirms
+        ),
+        base_model=load_base_model(settings.task, settings.model_name_or_path, seed=settings.seed),
+        tokenizer=load_tokenizer(settings.model_name_or_path),
+        data=load_tokenized(tokenized_dir),
+        paths=paths,
+        wandb_dir=wandb_dir,
+        sampler_seed=sampler_seed,
+        best_model_info=best_model_card_info(settings, data_summary) if save_best else None,
+        confirmation_sha256=confirmation_rows_sha256(data_summary),
+    )
+
+
+def finalize_study(
+    study: optuna.Study,
+    settings: StudySettings,
+    paths: StudyPaths,
+    *,
+    wandb_dir: Path | None = None,
+    trials_table: Path | None = None,
+) -> None:
+    """Once all trials are in: point ``best_model`` at the best trial's model (workers promote after each of
+    their trials; this settles it), log the study's W&B summary run once, keep the best trial's predictions
+    and write the trials table."""
+    if settings.selection.save_best_model:
         promote_best_model(paths.best_model, study.get_trials(deepcopy=False), settings.selection.models_kept)
-    if finalize:
-        # Once per study, by whichever process finalizes it: with several workers, that process ran
-        # no trial itself.
-        if not study.user_attrs.get("wandb_summary_logged") and log_summary_run(study, settings, wandb_dir):
-            study.set_user_attr("wandb_summary_logged", True)
-        best = best_complete_trial(study.get_trials(deepcopy=False))
-        write_best_predictions(paths, None if best is None else best.number)
-        write_trials_table(study, trials_table or paths.trials_table)
-        shutil.rmtree(paths.scratch, ignore_errors=True)
-    return study
+    # Once per study, by whichever process finalizes it: with several workers, that process ran no trial.
+    if not study.user_attrs.get("wandb_summary_logged") and log_summary_run(study, settings, wandb_dir):
+        study.set_user_attr("wandb_summary_logged", True)
+    best = best_complete_trial(study.get_trials(deepcopy=False))
+    write_best_predictions(paths, None if best is None else best.number)
+    write_trials_table(study, trials_table or paths.trials_table)
+    shutil.rmtree(paths.scratch, ignore_errors=True)
 
 
 def _optimize_until_complete(
@@ -213,8 +233,7 @@ def _optimize_until_complete(
             )
             if progress_table is not None:
                 write_trials_table(study, progress_table)
-            if stop_requested.is_set():  # the interrupt was swallowed between two trials
-                raise KeyboardInterrupt("stop requested (SIGTERM)")
+            raise_if_stop_requested()
             last = finished[-1]
             if last.state == TrialState.FAIL:
                 consecutive_failures += 1
@@ -228,11 +247,6 @@ def _optimize_until_complete(
                     )
             elif not last.user_attrs.get("surplus"):
                 consecutive_failures = 0
-
-
-def confirmation_rows_sha256(data_summary: Mapping[str, Any]) -> str | None:
-    """Hash of the task's confirmation rows (``None`` without any), recorded with every score on them."""
-    return data_summary["splits"].get("confirmation", {}).get("sha256")
 
 
 def log_summary_run(study: optuna.Study, settings: StudySettings, wandb_dir: Path | None) -> bool:

@@ -4,7 +4,6 @@ callback for the NaN guard, the SIGTERM stop and the per-epoch hook of the study
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -15,12 +14,8 @@ import torch
 from finetune_hpo.metrics import classification_metrics, squad_v2_metrics
 from finetune_hpo.preprocess import TokenizedTask
 from finetune_hpo.qa import QAPrediction, postprocess_predictions
+from finetune_hpo.signals import stop_requested
 from finetune_hpo.tasks import TaskSpec
-
-# Set by the study's SIGTERM handler. The handler also raises KeyboardInterrupt at once, but Python
-# swallows an exception raised while it runs a weakref or __del__ callback; checking this at every
-# training step makes sure the interrupt still ends the trial.
-stop_requested = threading.Event()
 
 
 class NaNLossError(RuntimeError):

@@ -1,18 +1,23 @@
-"""What a study's trials leave in files: the trials table (one row per trial, with what each recorded)
-and the best trial's QA predictions."""
+"""What a study's trials leave in files: the trials table (one row per trial, with what each recorded),
+every trial's selection-set predictions and the exported trial's copy of them."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from finetune_hpo.io import write_text_atomic
 from finetune_hpo.storage import StudyPaths
+from finetune_hpo.tasks import TaskSpec
+
+if TYPE_CHECKING:
+    from finetune_hpo.preprocess import TokenizedTask
 
 TRIALS_TABLE_COLUMNS = (
     "number",
@@ -76,3 +81,25 @@ def write_best_predictions(paths: StudyPaths, trial_number: int | None) -> None:
     source = paths.trial_predictions(trial_number)
     if source.is_file():
         write_text_atomic(paths.best_predictions, source.read_text())
+
+
+def prediction_rows(task: TaskSpec, data: TokenizedTask, predictions: list[Any]) -> list[dict[str, Any]]:
+    """A trial's selection-set predictions as rows: ``row`` (position in the selection set), the predicted
+    and gold label (classification); ``id``, answer, gold answers and scores (extractive QA)."""
+    if task.is_classification:
+        labels = data.validation["labels"]
+        return [
+            {"row": row, "prediction": int(prediction), "label": int(label)}
+            for row, (prediction, label) in enumerate(zip(predictions, labels, strict=True))
+        ]
+    golds = {row[task.id_column]: row[task.label_column]["text"] for row in data.validation_examples}
+    return [
+        {
+            "id": p.id,
+            "prediction": p.prediction_text,
+            "gold": golds.get(p.id, []),
+            "null_score": p.null_score,
+            "best_span_score": p.best_span_score if math.isfinite(p.best_span_score) else None,
+        }
+        for p in predictions
+    ]

@@ -12,6 +12,7 @@ from finetune_hpo.config import (
     check_config,
     describe_invalid_config,
     planned_tasks,
+    study_settings,
 )
 
 # Every problem is one line, `Invalid configuration: <key>: <problem>`, as `finetune-hpo validate` prints
@@ -80,11 +81,12 @@ def get_confirmation_figures():
 
 
 def confirmation_settings(task):
-    """The task's selection.confirm_top_k / confirm_seeds: its override, else the global setting."""
-    override = config["tasks"][task].get("selection", {})
+    """The task's selection.confirm_top_k / confirm_seeds, as the typed settings resolve them (the task's
+    override, else the global setting); the same for every method of the task."""
+    selection = study_settings(config, task, METHODS[0]).selection
     return {
-        key: override.get(key, config["selection"][key])
-        for key in ("confirm_top_k", "confirm_seeds")
+        "confirm_top_k": selection.confirm_top_k,
+        "confirm_seeds": selection.confirm_seeds,
     }
 
 

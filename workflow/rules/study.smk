@@ -28,9 +28,8 @@ rule run_study_worker:
         definition=get_study_definition,
         study_dir=subpath(output.done, ancestor=2),
         wandb_dir=WANDB_DIR,
-        finalize=False,
     script:
-        "../scripts/run_study.py"
+        "../scripts/run_study_worker.py"
 
 
 rule run_study:
@@ -59,7 +58,6 @@ rule run_study:
         definition=get_study_definition,
         study_dir=subpath(output.trials, parent=True),
         wandb_dir=WANDB_DIR,
-        finalize=True,
     script:
         "../scripts/run_study.py"
 

@@ -1,4 +1,4 @@
-"""Rules run_study and run_study_worker: run or resume one Optuna study to exactly n_trials COMPLETE trials."""
+"""Rule run_study: run or resume one Optuna study to exactly n_trials COMPLETE trials, then finalize it."""
 
 import json
 from pathlib import Path
@@ -21,8 +21,5 @@ with workflow_job(smk.log[0]):
         Path(smk.params.study_dir),
         threads=smk.threads,
         wandb_dir=Path(smk.params.wandb_dir),
-        # A worker job of a shared study leaves the trials table, the best-model link and the W&B
-        # summary to rule run_study, which runs once all workers are done.
-        finalize=smk.params.finalize,
-        trials_table=Path(smk.output.trials) if smk.params.finalize else None,
+        trials_table=Path(smk.output.trials),
     )
