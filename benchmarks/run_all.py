@@ -40,7 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from finetune_hpo.config import check_config, study_settings  # noqa: E402
-from finetune_hpo.data import load_splits, subsample, write_subsample  # noqa: E402
+from finetune_hpo.data import load_splits  # noqa: E402
+from finetune_hpo.draws import subsample, write_subsample  # noqa: E402
 from finetune_hpo.preprocess import load_tokenized, load_tokenizer, tokenize_task  # noqa: E402
 from finetune_hpo.study import run_study  # noqa: E402
 from finetune_hpo.tasks import TASKS  # noqa: E402

@@ -16,8 +16,9 @@ from typing import Any
 import yaml
 
 from finetune_hpo.config import check_config
-from finetune_hpo.data import load_splits, subsample, write_subsample
+from finetune_hpo.data import load_splits
 from finetune_hpo.demo import generate_task_data
+from finetune_hpo.draws import subsample, write_subsample
 from finetune_hpo.preprocess import load_tokenizer, tokenize_task
 from finetune_hpo.qa import QAWindowing
 from finetune_hpo.tasks import TASKS

@@ -106,7 +106,7 @@ def test_schemas_ship_with_the_package_and_the_workflow_validates_against_the_sa
     import sys
     import zipfile
 
-    from finetune_hpo.config import CONFIG_SCHEMA, OPTIMAL_SCHEMA
+    from finetune_hpo.config_schema import CONFIG_SCHEMA, OPTIMAL_SCHEMA
     from tests.conftest import REPO
 
     for schema in (CONFIG_SCHEMA, OPTIMAL_SCHEMA):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from finetune_hpo.data import DataError, load_splits, stratified_indices, subsample, write_subsample
+from finetune_hpo.data import DataError, load_splits
+from finetune_hpo.draws import stratified_indices, subsample, write_subsample
 from finetune_hpo.tasks import TASKS
 from tests.conftest import HAS_FULL_REALDATA
 

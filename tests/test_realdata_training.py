@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from finetune_hpo.data import load_splits, subsample, write_subsample
+from finetune_hpo.data import load_splits
+from finetune_hpo.draws import subsample, write_subsample
 from finetune_hpo.models import load_base_model
 from finetune_hpo.preprocess import load_tokenized, load_tokenizer, tokenize_task
 from finetune_hpo.qa import QAWindowing

@@ -3,7 +3,7 @@
 The Snakemake rules' scripts (``workflow/scripts/``) call the same functions; this CLI is for checking a
 config, running, exporting or rescoring one study outside Snakemake, and generating the demo data. It
 reads the config Snakemake reads for the same ``--profile``/``--directory``/``--configfile``
-(:func:`finetune_hpo.config.workflow_config_sources`) and finds files where the workflow writes them
+(:func:`finetune_hpo.config_sources.workflow_config_sources`) and finds files where the workflow writes them
 (:class:`ResultsLayout`).
 """
 
@@ -17,14 +17,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from finetune_hpo.config import (
-    ConfigError,
-    ConfigSources,
-    load_config,
-    planned_studies,
-    study_settings,
-    workflow_config_sources,
-)
+from finetune_hpo.config import ConfigError, planned_studies, study_settings
+from finetune_hpo.config_sources import ConfigSources, load_config, workflow_config_sources
 from finetune_hpo.data import DataError
 from finetune_hpo.demo import GENERATORS, generate_task_data
 from finetune_hpo.evaluation import write_scores

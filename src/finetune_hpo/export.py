@@ -20,7 +20,7 @@ import yaml
 from optuna.trial import TrialState
 
 from finetune_hpo.best_model import best_complete_trial
-from finetune_hpo.config import OPTIMAL_SCHEMA
+from finetune_hpo.config_schema import OPTIMAL_SCHEMA
 from finetune_hpo.estimates import retrain_expectation
 from finetune_hpo.io import write_text_atomic
 from finetune_hpo.metrics import binomial_standard_error, metric_spec

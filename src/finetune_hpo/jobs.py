@@ -11,9 +11,9 @@ from pathlib import Path
 
 from finetune_hpo.config import ConfigError
 from finetune_hpo.data import DataError
-from finetune_hpo.evaluation import EvaluationError
 from finetune_hpo.export import ExportError
 from finetune_hpo.gpus import GpuClaimError
+from finetune_hpo.reload import EvaluationError
 from finetune_hpo.storage import StudyError
 
 logger = logging.getLogger("finetune_hpo")

@@ -10,10 +10,10 @@ from finetune_hpo.config import (
     DEMO_DATA_FILE,
     ConfigError,
     check_config,
-    describe_invalid_config,
     planned_tasks,
     study_settings,
 )
+from finetune_hpo.config_schema import describe_invalid_config
 
 # Every problem is one line, `Invalid configuration: <key>: <problem>`, as `finetune-hpo validate` prints
 # it: Snakemake's own message names the first problem only, above a dump of the schema.

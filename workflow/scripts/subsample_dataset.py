@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from finetune_hpo.data import prepare_task_data
+from finetune_hpo.draws import prepare_task_data
 from finetune_hpo.jobs import workflow_job
 from finetune_hpo.tasks import resolve_task
 
