@@ -14,6 +14,7 @@ from finetune_hpo.data import DataError
 from finetune_hpo.evaluation import EvaluationError
 from finetune_hpo.export import ExportError
 from finetune_hpo.storage import StudyError
+from finetune_hpo.transfer import TransferError
 
 logger = logging.getLogger("finetune_hpo")
 
@@ -24,6 +25,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     StudyError,
     ExportError,
     EvaluationError,
+    TransferError,
     OSError,  # FileNotFoundError, PermissionError: the message names the path
 )
 
