@@ -1,12 +1,15 @@
 """Transfer between studies: ranked source trials, the interleaved portfolio, the mapping into a target space,
-and the readers of past runs."""
+the readers of past runs, and `finetune-hpo portfolio`."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
@@ -24,7 +27,7 @@ from finetune_hpo.transfer import (
     rank_trials,
 )
 from finetune_hpo.trial_records import write_trials_table
-from tests.conftest import real_config
+from tests.conftest import REPO, real_config
 
 SPACE = {
     "learning_rate": FloatDistribution(1e-6, 1e-4, log=True),
@@ -283,3 +286,93 @@ def test_an_invalid_optimal_yaml_is_named(tmp_path: Path) -> None:
     broken.write_text("study_name: sst2_lora\nbest_value: high\n")
     with pytest.raises(TransferError, match=r"sst2_lora_optimal.yaml: .*expected an exported optimal YAML"):
         load_source_trials(broken)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def _portfolio_cli(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "finetune_hpo.cli", "portfolio", *arguments],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_portfolio_command_prints_an_enqueue_list_that_the_config_accepts(tmp_path: Path) -> None:
+    # The sources' space is wider than the config's LoRA space (learning rate, batch size, rank).
+    wide = {
+        "learning_rate": FloatDistribution(1e-6, 1e-3, log=True),
+        "batch_size": CategoricalDistribution((1, 2, 4, 8)),
+        "warmup_ratio": FloatDistribution(0.0, 0.3),
+        "weight_decay": FloatDistribution(0.0, 0.3),
+        "num_train_epochs": IntDistribution(2, 6),
+        "lora_rank": CategoricalDistribution((4, 8, 12, 16, 32, 64)),
+        "lora_alpha": CategoricalDistribution((8, 16, 32, 64, 128)),
+        "lora_dropout": CategoricalDistribution((0.0, 0.05, 0.1)),
+    }
+    fixed = {"warmup_ratio": 0.1, "weight_decay": 0.01, "lora_alpha": 16, "lora_dropout": 0.05}
+    folder = tmp_path / "studies" / "sst2_lora"
+    sst2 = optuna.create_study(
+        study_name="sst2_lora", storage=open_storage(None, StudyPaths(folder)), direction="maximize"
+    )
+    sst2_rows = [  # value, learning rate, batch size, epochs, rank
+        (91.0, 3e-5, 4, 3, 16),
+        (93.5, 5e-4, 8, 4, 12),  # the best: learning rate, batch size and rank outside the config's space
+        (92.0, 2e-5, 2, 5, 8),
+    ]
+    rte = optuna.create_study(study_name="rte_lora", direction="maximize")
+    rte_rows = [(66.0, 4e-5, 2, 6, 32), (70.0, 1e-5, 1, 3, 4)]
+    for study, rows in ((sst2, sst2_rows), (rte, rte_rows)):
+        for value, rate, batch, epochs, rank in rows:
+            params = {"learning_rate": rate, "batch_size": batch, "num_train_epochs": epochs, "lora_rank": rank}
+            study.add_trial(optuna.trial.create_trial(value=value, params=params | fixed, distributions=wide))
+    table = tmp_path / "studies" / "rte_lora" / "trials.csv"
+    write_trials_table(rte, table)
+
+    result = _portfolio_cli(
+        "--from", str(folder), str(table), "--method", "lora", "--size", "3", "--config", "config/config.yaml"
+    )
+    assert result.returncode == 0, result.stderr
+    enqueue = yaml.safe_load(result.stdout)
+    expected = [
+        {"learning_rate": 1e-4, "batch_size": 4, "num_train_epochs": 4, "lora_rank": 16},
+        {"learning_rate": 1e-5, "batch_size": 1, "num_train_epochs": 3, "lora_rank": 4},
+        {"learning_rate": 2e-5, "batch_size": 2, "num_train_epochs": 5, "lora_rank": 8},
+    ]
+    assert enqueue == [params | fixed for params in expected]
+    comments = [line for line in result.stdout.splitlines() if line.startswith("#")]
+    assert f"# from {folder}: study sst2_lora, trial 1, rank 1, objective value 93.5" in comments
+    assert f"# from {table}: study rte_lora, trial 1, rank 1, objective value 70" in comments
+    assert "#   learning_rate: 0.0005 clipped to 0.0001 (the range's high end)" in comments
+    # The mapped entry is reported on stderr too; the unchanged ones are not.
+    assert "mapped " in result.stderr and "lora_rank: 12 not among the choices" in result.stderr
+    assert "rte_lora, trial" not in result.stderr and "trial 2, rank 2" not in result.stderr
+
+    # Pasted as optuna.enqueue of the GLUE studies, every LoRA study and (restricted to its space) every full
+    # fine-tuning study accepts it.
+    config = real_config()
+    config["tasks"].pop("squad_v2")
+    config["vms"] = {"vm2": ["mrpc", "sst2", "rte"]}
+    config["optuna"]["enqueue"] = enqueue
+    check_config(config)
+
+
+def test_portfolio_command_uses_the_tasks_overrides_and_names_a_bad_source(tmp_path: Path) -> None:
+    full = {"learning_rate": FloatDistribution(1e-6, 1e-4, log=True), "batch_size": CategoricalDistribution((1, 2, 4))}
+    folder = tmp_path / "sst2_full_finetune"
+    study = optuna.create_study(study_name=folder.name, storage=open_storage(None, StudyPaths(folder)))
+    study.add_trial(
+        optuna.trial.create_trial(value=90.0, params={"learning_rate": 2e-5, "batch_size": 4}, distributions=full)
+    )
+    arguments = ("--from", str(folder), "--method", "full_finetune", "--size", "1")
+    # SQuAD v2's full fine-tuning runs at batch size 1 only (tasks.squad_v2.search_space_overrides).
+    squad = _portfolio_cli(*arguments, "--task", "squad_v2")
+    assert squad.returncode == 0, squad.stderr
+    assert yaml.safe_load(squad.stdout) == [{"learning_rate": 2e-5, "batch_size": 1}]
+    assert "batch_size: 4 not among the choices [1], nearest on a log scale: 1" in squad.stderr
+    missing = _portfolio_cli("--from", str(tmp_path / "nowhere"), "--method", "lora", "--size", "1")
+    assert missing.returncode == 1 and "nowhere: no such file or folder" in missing.stderr
+    assert "Traceback" not in missing.stderr

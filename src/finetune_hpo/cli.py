@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from finetune_hpo.config import ConfigError, load_config, planned_studies, study_settings
+from finetune_hpo.config import ConfigError, load_config, method_search_space, planned_studies, study_settings
 from finetune_hpo.data import DataError
 from finetune_hpo.demo import GENERATORS, generate_task_data
 from finetune_hpo.evaluation import write_scores
@@ -24,6 +24,7 @@ from finetune_hpo.jobs import workflow_job
 from finetune_hpo.report import render_terminal, write_summary
 from finetune_hpo.review import StudyFiles, review_phase1
 from finetune_hpo.storage import StudyPaths
+from finetune_hpo.transfer import portfolio_from_files, render_enqueue
 
 logger = logging.getLogger("finetune_hpo")
 
@@ -76,6 +77,13 @@ def _parse_overrides(pairs: list[str]) -> dict:
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(value)
     return overrides
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
@@ -185,6 +193,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"wrote {out}")
 
 
+def cmd_portfolio(args: argparse.Namespace) -> None:
+    config = load_config(args.config, _parse_overrides(args.set))
+    space = method_search_space(config, args.method, args.task)
+    portfolio = portfolio_from_files(args.sources, space, args.size)
+    target = f"search_spaces.{args.method}" + (f" with tasks.{args.task}'s overrides" if args.task else "")
+    print(render_enqueue(portfolio, target), end="")
+
+
 def cmd_demo_data(args: argparse.Namespace) -> None:
     for task in args.tasks or list(GENERATORS):
         generate_task_data(task, Path(args.out) / task, args.train, args.validation, args.seed)
@@ -244,6 +260,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-model", help="LoRA: the base model to load the adapter on (default: the one it was trained on)"
     )
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "portfolio",
+        help="the best configurations of finished studies, mapped into a method's space, as an optuna.enqueue list",
+    )
+    with_config(p)
+    p.add_argument(
+        "--from",
+        dest="sources",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="finished studies: study folders (results/studies/<study>/), trials.csv files or optimal YAMLs; "
+        "the portfolio takes rank 1 of each in this order, then rank 2, ...",
+    )
+    p.add_argument("--method", required=True, choices=("full_finetune", "lora"))
+    p.add_argument("--size", type=_positive_int, default=3, help="configurations (default: %(default)s)")
+    p.add_argument("--task", help="the target task: its search_space_overrides apply")
+    p.set_defaults(func=cmd_portfolio)
 
     p = sub.add_parser("demo-data", help="write the demo's synthetic data for some tasks")
     p.add_argument("--out", default="resources/synthetic")
