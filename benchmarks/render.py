@@ -197,7 +197,7 @@ def write_report(path: Path) -> None:
         "",
         "Every number below was measured by the command its section names, on the machine it names; "
         "absolute times compare only on the same machine. `make bench` reruns sections 1-4, "
-        "`make bench-search` sections 5-7.",
+        "`make bench-search` sections 5-8.",
         "",
     ]
     for name, render in SECTIONS.items():
@@ -217,7 +217,7 @@ def write_report(path: Path) -> None:
 
 
 # The tabular sections in BENCHMARKS.md's order (python -m benchmarks.tabular writes their fragments).
-TABULAR_SECTIONS = ("samplers", "samplers-gp", "confirmation")
+TABULAR_SECTIONS = ("samplers", "samplers-gp", "confirmation", "transfer")
 
 
 def tabular_sections() -> list[str]:
@@ -225,7 +225,7 @@ def tabular_sections() -> list[str]:
     lines = [
         "*In sections 6 and 7, 'TPE workflow' is TPE with 4 start-up trials, multivariate: the workflow's default "
         "sampler when they were designed. Section 6 moved the default to independent TPE with 4 start-up trials "
-        "('TPE start-up 4, independent').*",
+        "('TPE start-up 4, independent'), the sampler of section 8.*",
         "",
     ]
     for name in TABULAR_SECTIONS:

@@ -16,6 +16,7 @@ import optuna
 from benchmarks.tabular import records
 from benchmarks.tabular.confirmation import DEFAULT_VARIANTS, NoiseModel, confirmation_markdown, confirmation_section
 from benchmarks.tabular.samplers import samplers_markdown, samplers_section
+from benchmarks.tabular.transfer import PARTS, transfer_markdown, transfer_section
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,13 @@ class Section:
     markdown: Callable[[dict[str, Any]], tuple[str, dict[str, Any]]]
 
 
+def run_transfer(args: argparse.Namespace) -> dict[str, Any]:
+    """The transfer section, or one part of it joined to the parts of its saved run."""
+    saved_path = args.out_json or records.default_path("transfer")
+    saved = records.load(saved_path)["transfer"] if args.part != "all" and saved_path.is_file() else None
+    return transfer_section(args, saved)
+
+
 SECTIONS: dict[str, Section] = {
     "samplers": Section(
         lambda args: samplers_section(args, "samplers"), lambda record: samplers_markdown(record, "samplers")
@@ -35,6 +43,7 @@ SECTIONS: dict[str, Section] = {
         lambda args: samplers_section(args, "samplers-gp"), lambda record: samplers_markdown(record, "samplers-gp")
     ),
     "confirmation": Section(lambda args: confirmation_section(args, args.noise_models), confirmation_markdown),
+    "transfer": Section(run_transfer, transfer_markdown),
 }
 
 
@@ -52,7 +61,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=15,
         help="samplers-gp: replicates per dataset for GPSampler, paired with random search's first ones",
     )
-    parser.add_argument("--datasets", help="comma-separated dataset or family names (default: all)")
+    parser.add_argument(
+        "--datasets", help="comma-separated dataset or family names (default: all; transfer always uses all 8)"
+    )
     parser.add_argument("--samplers", help="samplers sections: comma-separated substrings of sampler names to run")
     parser.add_argument(
         "--variants",
@@ -62,6 +73,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--selection-rows", type=int, help="confirmation: run this one noise model instead")
     parser.add_argument("--confirmation-rows", type=int, help="confirmation: run this one noise model instead")
+    parser.add_argument(
+        "--part",
+        choices=(*PARTS, "all"),
+        default="all",
+        help="transfer: run one part (each under 30 minutes on one core) and join it to the saved run",
+    )
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--prefix-check", type=int, default=20, help="replicates per dataset checked for B = A[:10]")
     parser.add_argument(
