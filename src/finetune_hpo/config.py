@@ -149,6 +149,21 @@ def study_settings(config: Mapping[str, Any], task_name: str, method: str) -> St
     return build_study_settings(config, task, method, distributions)
 
 
+def method_search_space(config: Mapping[str, Any], method: str, task_name: str | None = None) -> dict[str, Any]:
+    """A method's search space as distributions: ``search_spaces.<method>``, with the task's overrides when
+    ``task_name`` is given (the space of study ``<task>_<method>``)."""
+    if method not in config["search_spaces"]:
+        raise ConfigError(f"search_spaces.{method}: missing; configured: {', '.join(config['search_spaces'])}")
+    if task_name is not None:
+        if task_name not in config["tasks"]:
+            raise ConfigError(f"tasks.{task_name}: not configured; configured tasks: {', '.join(config['tasks'])}")
+        return study_settings(config, task_name, method).search_space
+    try:
+        return build_search_space(method, config["search_spaces"][method], f"search_spaces.{method}")
+    except SearchSpaceError as err:
+        raise ConfigError(str(err)) from err
+
+
 def _check_enqueue_names(config: Mapping[str, Any]) -> None:
     """Every enqueued parameter must be a hyperparameter of some method's space (a typo is not ignored)."""
     known = {name for space in config["search_spaces"].values() for name in space}

@@ -15,6 +15,7 @@ from finetune_hpo.export import ExportError
 from finetune_hpo.gpus import GpuClaimError
 from finetune_hpo.reload import EvaluationError
 from finetune_hpo.storage import StudyError
+from finetune_hpo.transfer import TransferError
 
 logger = logging.getLogger("finetune_hpo")
 
@@ -26,6 +27,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     ExportError,
     EvaluationError,
     GpuClaimError,
+    TransferError,
     OSError,  # FileNotFoundError, PermissionError: the message names the path
 )
 
