@@ -182,7 +182,7 @@ def test_help_is_plain_text_with_a_description_and_the_choices() -> None:
         assert "``" not in text and ":func:" not in text, command
         description = text.split("\n\n")[1]  # usage, then the description paragraph
         assert len(description.split()) > 12 and not description.startswith("options"), command
-    run_study = _cli("run-study", "--help").stdout
+    run_study = " ".join(_cli("run-study", "--help").stdout.split())
     # Methods from the method registry; tasks are the config's (a config may declare its own), so the
     # help names the built-in ones.
     assert "{full_finetune,lora,dora}" in run_study and "mrpc, rte, squad_v2, sst2" in run_study
