@@ -107,7 +107,7 @@ def test_history_marks_the_exported_winner_and_the_single_best_run_where_they_di
     axis = draw_history(study, HistoryMarks.from_export(document))
     marked = _marked(axis)
     assert marked == {
-        "exported: trial 7 (confirmation winner, mean over seeds)": (7.0, 89.0),
+        "exported: trial 7 (confirmation winner: best mean over seeds)": (7.0, 89.0),
         "best single run: trial 6 (not exported)": (6.0, 90.5),
     }
     assert set(marked) <= {text.get_text() for text in axis.get_legend().get_texts()}

@@ -384,3 +384,17 @@ def test_terminal_review_fits_120_columns_and_points_to_the_full_table() -> None
     assert "summary.md and summary.csv" in terminal
     # The full table stays whole in the markdown.
     assert all(column in render_markdown(reviews) for column in TABLE_COLUMNS)
+
+
+def test_expected_when_retrained_column_says_when_it_is_one_seed_without_seed_noise() -> None:
+    confirmed = StudyReview(
+        "sst2_lora", metric="accuracy", expected_value=82.8333, expected_standard_error=4.37, expected_seeds=3
+    )
+    one_seed = StudyReview(
+        "rte_lora", metric="accuracy", expected_value=84.5, expected_standard_error=2.56, expected_seeds=1
+    )
+    assert _cell(confirmed, "expected when retrained ± SE (seeds)") == "82.83 ± 4.37 (3 seeds)"
+    assert _cell(one_seed, "expected when retrained ± SE (seeds)") == "84.50 ± 2.56 (1 seed, no seed noise)"
+    assert _cell(StudyReview("rte_full_finetune", metric="accuracy"), "expected when retrained ± SE (seeds)") == "-"
+    terminal = render_terminal([confirmed, one_seed])
+    assert "82.83 ± 4.37 (3)" in terminal and "84.50 ± 2.56 (1*)" in terminal and "(1*) one seed" in terminal

@@ -85,7 +85,7 @@ class HistoryMarks:
             why = "confirmation winner and best single run" if self.confirmed else "best COMPLETE trial"
             return {self.exported_trial: f"exported: trial {self.exported_trial} ({why})"}
         return {
-            self.exported_trial: f"exported: trial {self.exported_trial} (confirmation winner, mean over seeds)",
+            self.exported_trial: f"exported: trial {self.exported_trial} (confirmation winner: best mean over seeds)",
             self.single_best_trial: f"best single run: trial {self.single_best_trial} (not exported)",
         }
 
