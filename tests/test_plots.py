@@ -184,7 +184,8 @@ def test_lora_vs_full_bars_are_the_figure_to_plan_with_and_its_standard_error() 
 
 
 def _overlaps(figure: plt.Figure) -> list[str]:
-    """Titles that overlap each other or a panel, axes with two titles, colour bars over a panel."""
+    """Titles that overlap each other or a panel, axes with two titles, tick labels over each other, colour bars
+    over a panel."""
     figure.canvas.draw()
     renderer = figure.canvas.get_renderer()
     panels = [axis for axis in figure.axes if not hasattr(axis, "_colorbar")]
@@ -206,6 +207,15 @@ def _overlaps(figure: plt.Figure) -> list[str]:
             for axis in panels
             if axis is not owner and box.overlaps(axis.get_window_extent(renderer))
         ]
+    for axis in panels:  # tick labels of one axis running into each other
+        for ticks in (axis.get_xticklabels(which="both"), axis.get_yticklabels(which="both")):
+            boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in ticks if t.get_visible() and t.get_text()]
+            problems += [
+                f"tick labels {a!r} and {b!r} overlap"
+                for i, (a, box) in enumerate(boxes)
+                for b, other in boxes[i + 1 :]
+                if box.overlaps(other)
+            ]
     for bar in colour_bars:
         problems += [
             "colour bar over a panel"
@@ -230,8 +240,21 @@ def test_no_figure_has_overlapping_titles_or_a_colour_bar_over_a_panel(tmp_path:
                 },
             )
         )
+    narrow = optuna.create_study(study_name="sst2_full_finetune", direction="maximize")
+    for number, value in enumerate(VALUES):  # the demo's SST-2 full fine-tuning: 1e-3..2e-3, within a decade
+        narrow.add_trial(
+            optuna.trial.create_trial(
+                value=value,
+                params={"learning_rate": 1e-3 * 2 ** (number / 10), "num_train_epochs": 8 + number % 3},
+                distributions={
+                    "learning_rate": FloatDistribution(1e-3, 2e-3, log=True),
+                    "num_train_epochs": IntDistribution(8, 10),
+                },
+            )
+        )
     figures = {
         "history": draw_history(study, HistoryMarks(7, 6, confirmed=True)).figure,
+        "slice, within a decade": draw_slice(narrow),
         "importances": draw_importances(study)[0],
         "importances note": draw_importances(_study([85.0] * 8 + [80.0, 70.0]))[0],
         "slice": draw_slice(study),

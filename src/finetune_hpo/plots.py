@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt
 import optuna
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import LogLocator, NullFormatter
 from optuna.trial import TrialState
 
 from finetune_hpo.importances import parameter_importances
@@ -150,6 +151,12 @@ def draw_slice(study: optuna.Study) -> plt.Figure:
         extra.remove()
     for panel in panels:
         panel.set_title("")
+        if panel.get_xscale() == "log":
+            # Matplotlib labels the minor ticks of a log axis spanning less than a decade, and in a narrow
+            # panel those labels run into each other: label 1, 2 and 5 x 10^k within a decade, else decades.
+            low, high = panel.get_xlim()
+            panel.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if high / low < 10 else (1.0,)))
+            panel.xaxis.set_minor_formatter(NullFormatter())
     figure.set_layout_engine("constrained")
     figure.set_size_inches(2.4 * len(panels) + 1.2, 3.2)
     if mappable is not None:
