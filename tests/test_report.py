@@ -371,9 +371,9 @@ def test_terminal_review_fits_120_columns_and_points_to_the_full_table() -> None
     lines = terminal.splitlines()
     assert max(len(line) for line in lines) <= 120, max(lines, key=len)
     # Every study has its row, with the figure to plan with and the verdicts.
-    assert sum(line.startswith(("squad_v2 ", "sst2 ", "mrpc ", "rte ")) for line in lines) == len(reviews)
+    assert sum(line.startswith(tuple(f"{review.study_name} " for review in reviews)) for line in lines) == len(reviews)
     assert "62.83 ± 13.08 (3)" in terminal and "100.00 ± 3.35 (1*)" in terminal
-    assert any(line.startswith("rte ") and line.endswith("WARN (tied)") for line in lines)
+    assert any(line.startswith("rte_full_finetune ") and line.endswith("WARN (tied)") for line in lines)
     # What has no column gets a line: a missing export, a model that does not reproduce, a retrained gap.
     assert "squad_v2_full_finetune: /home/someone" in terminal and "MISSING" in terminal
     assert "mrpc_lora: FAIL best_model_reproduced; the saved best model scores 80.0000" in terminal

@@ -16,7 +16,6 @@ from typing import Any
 from finetune_hpo.importances import MAX_TIED_SHARE, MIN_TRIALS_FOR_IMPORTANCE, TIE_DECIMALS
 from finetune_hpo.io import write_text_atomic
 from finetune_hpo.review import StudyReview
-from finetune_hpo.tasks import METHODS
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -175,8 +174,7 @@ def render_markdown(reviews: Sequence[StudyReview]) -> str:
 TERMINAL_WIDTH = 120
 # What a terminal user needs to judge a study at a glance; the rest is in summary.md and summary.csv.
 TERMINAL_COLUMNS = (
-    "task",
-    "method",
+    "study",
     "metric",
     "expected ± SE (seeds)",
     "selection ± SE",
@@ -186,17 +184,20 @@ TERMINAL_COLUMNS = (
     "importances",
 )
 # Widest a cell may be (a longer one is cut with "~"), so a new task's long name cannot widen the table.
-_TERMINAL_CELL_WIDTH = {"task": 12, "method": 6, "metric": 8}
-_METHOD_ABBREVIATIONS = {"full_finetune": "full"}
+_TERMINAL_CELL_WIDTH = {"study": 24, "metric": 8, "importances": 14}
+# The top hyperparameter, in the short names papers use.
+_PARAMETER_ABBREVIATIONS = {
+    "learning_rate": "lr",
+    "num_train_epochs": "epochs",
+    "batch_size": "batch",
+    "warmup_ratio": "warmup",
+    "weight_decay": "wd",
+    "lora_rank": "rank",
+    "lora_alpha": "alpha",
+    "lora_dropout": "dropout",
+}
 # Criteria with a column of their own; any other that is not PASS gets a line under the table.
 _TERMINAL_CRITERIA = ("optimal_yaml", "gap_gt_5", "tpe_beats_random", "importances")
-
-
-def _task_and_method(study_name: str) -> tuple[str, str]:
-    for method in METHODS:
-        if study_name.endswith(f"_{method}"):
-            return study_name.removesuffix(f"_{method}"), method
-    return study_name, "-"
 
 
 def _terminal_expected(review: StudyReview) -> str:
@@ -213,15 +214,15 @@ def _terminal_expected(review: StudyReview) -> str:
 def _terminal_importances(review: StudyReview) -> str:
     verdict = review.criteria.get("importances", "-")
     if review.importances:
-        return f"{verdict} {next(iter(review.importances))}"
+        top = next(iter(review.importances))
+        return f"{verdict} {_PARAMETER_ABBREVIATIONS.get(top, top)}"
     note = review.importance_note
     reason = "tied" if "tied" in note or "every" in note else "few" if "too few" in note else "n/a"
     return f"{verdict} ({reason})" if verdict != "-" else "-"
 
 
 def _terminal_cells(review: StudyReview) -> list[str]:
-    task, method = _task_and_method(review.study_name)
-    cells = {"task": task, "method": _METHOD_ABBREVIATIONS.get(method, method)}
+    cells = {"study": review.study_name}
     if review.status != "OK":
         cells |= {"metric": review.status, "gap>5": "FAIL", "TPE>random": "FAIL", "importances": "FAIL"}
     else:
@@ -278,7 +279,8 @@ def render_terminal(reviews: Sequence[StudyReview]) -> str:
         "with it; (n) seeds, (1*) one seed, whose SE holds the rows' noise only. selection = the best trial on the "
         "set that chose it (optimistic). baseline = the best constant prediction. gap>5: best - worst trial > 5 "
         "points. TPE>random: the best TPE trial beats the best random one; P = the chance it would as random "
-        "search. importances: fANOVA's top parameter, WARN when too few trials or more than half of them tied. "
+        "search. importances: fANOVA's top parameter (lr, epochs, batch, warmup, wd, rank, alpha, dropout), WARN when "
+        "too few trials or more than half of them tied. "
         "The full table (confirmation, noise, worst trial, importances): summary.md and summary.csv in the "
         "results folder."
     )
