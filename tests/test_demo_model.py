@@ -67,3 +67,21 @@ def test_every_word_the_generators_use_is_one_token_and_no_task_text_is_unknown(
                 assert tokenizer.unk_token not in tokenizer.tokenize(text), (task, text)
     # A word outside the corpus falls back to WordPiece's ## characters, not [UNK].
     assert tokenizer.tokenize("lampsa")[0] != "[UNK]"
+
+
+def test_pretraining_logs_its_first_step_and_then_by_the_clock(tmp_path: Path, caplog) -> None:
+    # A line per 100 steps left the terminal silent for over a minute on a busy 2-core machine: the first
+    # step is logged at once, then a line at least every progress_seconds, with the speed and time left.
+    import logging
+
+    from finetune_hpo.demo import build_tiny_model
+
+    corpus = tmp_path / "corpus.txt"
+    write_corpus(corpus, n_sentences=300, seed=0)
+    with caplog.at_level(logging.INFO, logger="finetune_hpo.demo"):
+        build_tiny_model(corpus, tmp_path / "model", seed=3, pretrain_steps=4, hidden_size=64, progress_seconds=0)
+    lines = [record.getMessage() for record in caplog.records if record.name == "finetune_hpo.demo"]
+    assert lines[0].startswith("masked-LM pretraining of a 64-wide, 2-layer BERT") and "4 steps" in lines[0]
+    steps = [line.split()[2] for line in lines[1:]]
+    assert steps == ["1/4", "2/4", "3/4", "4/4"]
+    assert "steps/s, about" in lines[1] and "done in" in lines[-1]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -296,6 +297,38 @@ def corpus_vocabulary(lines: Iterable[str]) -> list[str]:
     ]
 
 
+# A progress line at least this often: on a 2-core machine busy with other work, torch's two threads wait on
+# each other and pretraining slows several-fold; a line per 100 steps then left the terminal silent for over
+# a minute.
+PROGRESS_SECONDS = 10.0
+
+
+class _Progress:
+    """Logs the pretraining's step, loss, speed and time left: after the first and the last step, and at
+    least every ``every_seconds`` in between."""
+
+    def __init__(self, total_steps: int, every_seconds: float) -> None:
+        self.total_steps = total_steps
+        self.every_seconds = every_seconds
+        self.started = self.logged = time.perf_counter()
+
+    def step(self, done: int, loss: float) -> None:
+        now = time.perf_counter()
+        if done not in (1, self.total_steps) and now - self.logged < self.every_seconds:
+            return
+        self.logged = now
+        rate = done / max(now - self.started, 1e-9)
+        left = (self.total_steps - done) / rate
+        logger.info(
+            "masked-LM step %d/%d loss %.3f, %.1f steps/s, %s",
+            done,
+            self.total_steps,
+            loss,
+            rate,
+            f"about {left:.0f} s left" if done < self.total_steps else f"done in {now - self.started:.0f} s",
+        )
+
+
 def build_tiny_model(
     corpus_path: Path,
     out_dir: Path,
@@ -306,6 +339,7 @@ def build_tiny_model(
     num_layers: int = 2,
     max_length: int = 128,
     threads: int = 1,
+    progress_seconds: float = PROGRESS_SECONDS,
 ) -> dict[str, Any]:
     """Build a word-level WordPiece tokenizer from the corpus, pretrain a tiny BERT on it by masked-LM,
     and save both. The same corpus, seed and thread count give the same files.
@@ -319,6 +353,7 @@ def build_tiny_model(
         num_layers: Transformer layers.
         max_length: Position embeddings (longest input).
         threads: CPU threads for torch.
+        progress_seconds: Log a progress line at least this often (and after the first and last step).
     """
     import torch
     from transformers import BertConfig, BertForMaskedLM, BertTokenizer, DataCollatorForLanguageModeling, set_seed
@@ -349,7 +384,19 @@ def build_tiny_model(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=pretrain_steps, pct_start=0.1)
     rng = random.Random(seed)
     model.train()
+    logger.info(
+        "masked-LM pretraining of a %d-wide, %d-layer BERT (%d words, %d corpus sentences): %d steps on %d "
+        "thread(s), a progress line every %.0f s",
+        hidden_size,
+        num_layers,
+        len(vocabulary),
+        len(lines),
+        pretrain_steps,
+        max(1, threads),
+        progress_seconds,
+    )
     losses = []
+    progress = _Progress(pretrain_steps, progress_seconds)
     for step in range(pretrain_steps):
         batch = collator([{"input_ids": encoded[rng.randrange(len(encoded))]} for _ in range(64)])
         loss = model(**batch).loss
@@ -359,8 +406,7 @@ def build_tiny_model(
         scheduler.step()
         optimizer.zero_grad()
         losses.append(loss.item())
-        if (step + 1) % 100 == 0:
-            logger.info("masked-LM step %d/%d loss %.3f", step + 1, pretrain_steps, sum(losses[-100:]) / 100)
+        progress.step(step + 1, sum(losses[-100:]) / len(losses[-100:]))
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return {

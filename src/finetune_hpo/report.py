@@ -7,11 +7,13 @@ from __future__ import annotations
 import csv
 import io
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from finetune_hpo.importances import MAX_TIED_SHARE, MIN_TRIALS_FOR_IMPORTANCE, TIE_DECIMALS
 from finetune_hpo.io import write_text_atomic
 from finetune_hpo.review import StudyReview
 
@@ -149,7 +151,11 @@ def render_markdown(reviews: Sequence[StudyReview]) -> str:
         "binomial at the selection set's size n, 100·sqrt(p(1-p)/n); noise = 2·sqrt(2)·SE, a rough 2-sigma of "
         "the difference of two scores, to hold the gap against. P(random) = the chance that the best of k TPE "
         "trials beats the best of m random ones if TPE were pure random search, k/(k+m): a PASS is only as "
-        "telling as P(random) is small.\n\n"
+        "telling as P(random) is small. Importances (fANOVA) are shown, and PASS, only when the trials can rank "
+        f"parameters: at least {MIN_TRIALS_FOR_IMPORTANCE} COMPLETE trials, and no value (to {TIE_DECIMALS} "
+        f"decimals) shared by more than {MAX_TIED_SHARE:.0%} of them; otherwise WARN and the reason instead (with "
+        "most trials tied, fANOVA explains the few others, and whichever parameter happens to separate them "
+        "looks important).\n\n"
         + "\n".join(lines)
         + "\n\n**Plan Phase 2 with 'expected when retrained'** (the export's `expected_when_retrained`): what a "
         "retraining of the exported configuration should score. Where a confirmation stage ran it is the "
@@ -165,10 +171,125 @@ def render_markdown(reviews: Sequence[StudyReview]) -> str:
     )
 
 
+TERMINAL_WIDTH = 120
+# What a terminal user needs to judge a study at a glance; the rest is in summary.md and summary.csv.
+TERMINAL_COLUMNS = (
+    "study",
+    "metric",
+    "expected ± SE (seeds)",
+    "selection ± SE",
+    "baseline",
+    "gap>5",
+    "TPE>random",
+    "importances",
+)
+# Widest a cell may be (a longer one is cut with "~"), so a new task's long name cannot widen the table.
+_TERMINAL_CELL_WIDTH = {"study": 24, "metric": 8, "importances": 14}
+# The top hyperparameter, in the short names papers use.
+_PARAMETER_ABBREVIATIONS = {
+    "learning_rate": "lr",
+    "num_train_epochs": "epochs",
+    "batch_size": "batch",
+    "warmup_ratio": "warmup",
+    "weight_decay": "wd",
+    "lora_rank": "rank",
+    "lora_alpha": "alpha",
+    "lora_dropout": "dropout",
+}
+# Criteria with a column of their own; any other that is not PASS gets a line under the table.
+_TERMINAL_CRITERIA = ("optimal_yaml", "gap_gt_5", "tpe_beats_random", "importances")
+
+
+def _terminal_expected(review: StudyReview) -> str:
+    """``89.17 ± 1.20 (3)``; one seed is ``(1*)``: its error holds the rows' noise only."""
+    if review.expected_value is None:
+        return "-"
+    text = f"{review.expected_value:.2f}"
+    if review.expected_standard_error is not None:
+        text += f" ± {review.expected_standard_error:.2f}"
+    seeds = review.expected_seeds or 0
+    return text + (f" ({seeds})" if seeds > 1 else " (1*)")
+
+
+def _terminal_importances(review: StudyReview) -> str:
+    verdict = review.criteria.get("importances", "-")
+    if review.importances:
+        top = next(iter(review.importances))
+        return f"{verdict} {_PARAMETER_ABBREVIATIONS.get(top, top)}"
+    note = review.importance_note
+    reason = "tied" if "tied" in note or "every" in note else "few" if "too few" in note else "n/a"
+    return f"{verdict} ({reason})" if verdict != "-" else "-"
+
+
+def _terminal_cells(review: StudyReview) -> list[str]:
+    cells = {"study": review.study_name}
+    if review.status != "OK":
+        cells |= {"metric": review.status, "gap>5": "FAIL", "TPE>random": "FAIL", "importances": "FAIL"}
+    else:
+        tpe = review.criteria.get("tpe_beats_random", "-")
+        if review.p_tpe_beats_random_by_chance is not None and tpe != "-":
+            tpe += f" P={review.p_tpe_beats_random_by_chance:.2f}"
+        cells |= {
+            "metric": review.metric,
+            "expected ± SE (seeds)": _terminal_expected(review),
+            "selection ± SE": _fmt_estimate(review.selection_value, review.selection_standard_error, None),
+            "baseline": _fmt(review.baseline),
+            "gap>5": review.criteria.get("gap_gt_5", "-"),
+            "TPE>random": tpe,
+            "importances": _terminal_importances(review),
+        }
+    row = []
+    for column in TERMINAL_COLUMNS:
+        cell = cells.get(column, "-")
+        limit = _TERMINAL_CELL_WIDTH.get(column)
+        row.append(cell if limit is None or len(cell) <= limit else cell[: limit - 1] + "~")
+    return row
+
+
+def _terminal_notes(reviews: Sequence[StudyReview]) -> list[str]:
+    """A line per study with a problem, or a criterion without a column that is not PASS."""
+    notes = []
+    for review in reviews:
+        verdicts = []
+        for name, verdict in review.criteria.items():
+            if name in _TERMINAL_CRITERIA or verdict == "PASS":
+                continue
+            if name == "retrained_gap" and review.retrained_gap is not None:
+                noise = "" if review.retrained_gap_noise is None else f", noise {review.retrained_gap_noise:.2f}"
+                name += f" (the winner retrained - its study run: {review.retrained_gap:+.2f} points{noise})"
+            verdicts.append(f"{verdict} {name}")
+        text = "; ".join(part for part in (", ".join(verdicts), review.problem) if part)
+        if text:
+            notes += textwrap.wrap(
+                f"{review.study_name}: {text}", TERMINAL_WIDTH, subsequent_indent="    ", break_on_hyphens=False
+            )
+    return notes
+
+
 def render_terminal(reviews: Sequence[StudyReview]) -> str:
-    rows = [list(TABLE_COLUMNS), *table_rows(reviews)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_COLUMNS))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows)
+    """The review in at most ``TERMINAL_WIDTH`` columns: the columns a terminal user needs, a line per
+    problem, and where the full table is."""
+    rows = [list(TERMINAL_COLUMNS), *(_terminal_cells(review) for review in reviews)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(TERMINAL_COLUMNS))]
+    table = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    n_ok = sum(1 for review in reviews if review.status == "OK")
+    verdict = "all present and valid" if n_ok == len(reviews) else f"{len(reviews) - n_ok} missing or invalid"
+    legend = (
+        "Values in percent. expected = what a retraining of the exported configuration should score: plan Phase 2 "
+        "with it; (n) seeds, (1*) one seed, whose SE holds the rows' noise only. selection = the best trial on the "
+        "set that chose it (optimistic). baseline = the best constant prediction. gap>5: best - worst trial > 5 "
+        "points. TPE>random: the best TPE trial beats the best random one; P = the chance it would as random "
+        "search. importances: fANOVA's top parameter (lr, epochs, batch, warmup, wd, rank, alpha, dropout), WARN when "
+        "too few trials or more than half of them tied. "
+        "The full table (confirmation, noise, worst trial, importances): summary.md and summary.csv in the "
+        "results folder."
+    )
+    lines = [f"Phase 1 review: {n_ok}/{len(reviews)} optimal configs, {verdict}.", "", *table]
+    notes = _terminal_notes(reviews)
+    if notes:
+        lines += ["", *notes]
+    lines += ["", *textwrap.wrap(legend, TERMINAL_WIDTH, break_on_hyphens=False)]
+    return "\n".join(lines)
 
 
 def render_csv(reviews: Sequence[StudyReview]) -> str:

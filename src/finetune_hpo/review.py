@@ -3,8 +3,9 @@ winner, did TPE beat its random start-up trials, and which hyperparameters matte
 
 Criteria (from the protocol): every expected ``analysis/<task>_<method>_optimal.yaml`` exists and is valid
 (FAIL otherwise); best vs worst COMPLETE trial differ by more than 5 points; the best model-guided trial
-beats the best random start-up trial; importances could be computed. The last three are PASS/WARN, each shown
-with its noise: the binomial standard error behind the gap, and the chance TPE would "win" as pure random search.
+beats the best random start-up trial; the trials can rank the parameters (enough of them, and not more than half
+tied: :func:`finetune_hpo.importances.too_tied_to_rank`). The last three are PASS/WARN, the first two shown with
+their noise: the binomial standard error behind the gap, and the chance TPE would "win" as pure random search.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ class StudyReview:
         p_tpe_beats_random_by_chance: Chance that best guided > best random if TPE were random search.
         startup_note: Set when start-up trials were labelled by counting, not by their ``startup_trial`` attribute.
         baseline: Score of a trivial predictor on the validation set (majority class / always no answer).
-        importances: Hyperparameter -> importance (fANOVA), empty when too few trials.
+        importances: Hyperparameter -> importance (fANOVA), empty when the trials cannot rank parameters
+            (too few, or more than half of them tied).
         importance_note: Why importances are missing.
         mean_train_seconds: Mean training time of the COMPLETE trials.
         trainable_parameters: Trainable parameters of the best trial.

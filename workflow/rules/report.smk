@@ -4,6 +4,8 @@
 rule plot_study:
     input:
         trials=rules.run_study.output.trials,
+        # The history marks the trial the export names (the confirmation winner where one ran).
+        optimal=rules.export_best_config.output.optimal,
     output:
         history=report(
             "results/figures/{task}_{method}/history.png",
