@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from finetune_hpo.config import check_config, study_settings
 from finetune_hpo.export import render_yaml, write_optimal_config
 from finetune_hpo.report import TABLE_COLUMNS, render_csv, render_markdown, render_terminal, table_rows
-from finetune_hpo.review import StudyReview, majority_baseline, review_study
+from finetune_hpo.review import StudyReview, review_study
 from tests.conftest import real_config
 from tests.helpers import trial_provenance
 
@@ -141,12 +141,6 @@ def test_small_gap_and_no_tpe_gain_warn(tmp_path: Path) -> None:
     review = review_study("sst2_lora", path, study, expected_trials=6, n_startup_trials=4)
     assert review.criteria["gap_gt_5"] == "WARN" and review.criteria["tpe_beats_random"] == "WARN"
     assert not review.failed
-
-
-def test_baselines() -> None:
-    assert majority_baseline("accuracy", {"0": 70, "1": 30}) == pytest.approx(70.0)
-    assert majority_baseline("f1", {"0": 50, "1": 50}) == pytest.approx(200 / 3)
-    assert majority_baseline("f1", {"True": 75, "False": 25}) == pytest.approx(25.0)
 
 
 def _study_with_failed_startup_trial(*, record_startup: bool) -> optuna.Study:

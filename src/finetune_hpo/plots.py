@@ -29,7 +29,7 @@ from matplotlib.ticker import LogLocator, NullFormatter
 from optuna.trial import TrialState
 
 from finetune_hpo.importances import parameter_importances
-from finetune_hpo.methods import METHODS
+from finetune_hpo.methods import METHODS, method_spec
 from finetune_hpo.review import StudyReview
 
 logger = logging.getLogger(__name__)
@@ -177,7 +177,6 @@ def plot_study(
     return paths
 
 
-METHOD_COLOURS = {"full_finetune": "tab:blue", "lora": "tab:orange"}
 ONE_SEED_HATCH = "//"
 
 
@@ -195,23 +194,26 @@ def draw_lora_vs_full(reviews: Sequence[StudyReview]) -> plt.Figure:
             if review.study_name.endswith(f"_{method}") and review.status == "OK":
                 by_task.setdefault(review.study_name.removesuffix(f"_{method}"), {})[method] = review
     tasks = sorted(by_task)
+    # Each method's place and colour come from the method registry, in its order.
+    methods = [method for method in METHODS if any(method in by_task[task] for task in tasks)]
     figure, axes = plt.subplots(1, 3, figsize=(13, 4.4), layout="constrained")
-    width = 0.38
+    width = 0.8 / max(1, len(methods))
     panels = (
         ("expected when retrained (%), ± SE", lambda r: r.expected_value),
         ("trainable parameters", lambda r: r.trainable_parameters),
         ("training time per trial (s)", lambda r: r.mean_train_seconds),
     )
     for axis, (label, value_of) in zip(axes, panels, strict=True):
-        for offset, (method, colour) in enumerate(METHOD_COLOURS.items()):
+        for offset, method in enumerate(methods):
+            colour = method_spec(method).colour
             shown = [t for t in tasks if method in by_task[t] and value_of(by_task[t][method]) is not None]
             if not shown:
                 continue
             studies = [by_task[t][method] for t in shown]
-            positions = [tasks.index(t) + (offset - 0.5) * width for t in shown]
+            positions = [tasks.index(t) + (offset - (len(methods) - 1) / 2) * width for t in shown]
             values = [float(value_of(r)) for r in studies]
             if axis is not axes[0]:
-                axis.bar(positions, values, width, label=method, color=colour)
+                axis.bar(positions, values, width, label=method_spec(method).title, color=colour)
                 continue
             errors = [r.expected_standard_error or 0.0 for r in studies]
             bars = axis.bar(
@@ -220,7 +222,7 @@ def draw_lora_vs_full(reviews: Sequence[StudyReview]) -> plt.Figure:
                 width,
                 yerr=errors,
                 capsize=3,
-                label=method,
+                label=method_spec(method).title,
                 color=colour,
                 hatch=[ONE_SEED_HATCH if (r.expected_seeds or 0) <= 1 else "" for r in studies],
                 edgecolor="white",
@@ -249,8 +251,10 @@ def draw_lora_vs_full(reviews: Sequence[StudyReview]) -> plt.Figure:
         axis.set_title(label, fontsize=10)
         if label == "trainable parameters":
             axis.set_yscale("log")
-    axes[0].set_ylim(0, 105)
-    handles = [Patch(color=colour, label=method) for method, colour in METHOD_COLOURS.items()]
+    # A correlation x 100 (Matthews) can be negative; scores in percent start at 0.
+    lowest = min([0.0] + [float(r.expected_value) for t in tasks for r in by_task[t].values() if r.expected_value])
+    axes[0].set_ylim(min(0.0, lowest - 10), 105)
+    handles = [Patch(color=method_spec(method).colour, label=method_spec(method).title) for method in methods]
     handles += [
         Patch(
             facecolor="lightgray",

@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from finetune_hpo.config import study_settings
 from finetune_hpo.export import ExportError, load_optimal
 from finetune_hpo.importances import parameter_importances
-from finetune_hpo.metrics import binomial_standard_error
+from finetune_hpo.metrics import binomial_standard_error, constant_prediction_baseline
 from finetune_hpo.settings import StudySettings
 from finetune_hpo.storage import StudyError, load_stored_study
 
@@ -124,24 +124,6 @@ class StudyReview:
         return "FAIL" in self.criteria.values()
 
 
-def majority_baseline(metric: str, validation_strata: Mapping[str, int]) -> float | None:
-    """The best score a constant prediction gets on the validation set, in percent.
-
-    Classification strata are label counts ("0", "1"); QA strata are answerable counts ("True", "False").
-    """
-    total = sum(validation_strata.values())
-    if total == 0:
-        return None
-    if set(validation_strata) <= {"True", "False"}:  # QA: always answering "no answer"
-        return 100.0 * validation_strata.get("False", 0) / total
-    if metric == "accuracy":
-        return 100.0 * max(validation_strata.values()) / total
-    if metric == "f1":  # F1 of the positive class: predicting all positive is the best constant
-        share = validation_strata.get("1", 0) / total
-        return 100.0 * 2 * share / (1 + share) if share else 0.0
-    return None
-
-
 def chance_best_guided_wins(n_guided: int, n_random: int) -> float | None:
     """P(best of ``n_guided`` beats best of ``n_random``) when all are exchangeable continuous draws: k/(k+m).
 
@@ -192,6 +174,7 @@ def review_study(
     expected_trials: int,
     n_startup_trials: int,
     validation_strata: Mapping[str, int] | None = None,
+    problem_type: str = "classification",
 ) -> StudyReview:
     """Review one study from its optimal YAML and, when given, its stored trials."""
     review = StudyReview(study_name)
@@ -259,7 +242,8 @@ def review_study(
             )
     _review_confirmation(review, document.get("confirmation"))
     if validation_strata:
-        review.baseline = majority_baseline(review.metric, validation_strata)
+        # The best constant prediction's score, as the metric registry computes it for this metric.
+        review.baseline = constant_prediction_baseline(problem_type, review.metric, validation_strata)
     if study is None:
         return review
     complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
@@ -361,6 +345,7 @@ def review_phase1(studies: Sequence[StudyFiles]) -> list[StudyReview]:
                 expected_trials=settings.n_trials,
                 n_startup_trials=settings.sampler.n_startup_trials,
                 validation_strata=strata,
+                problem_type=settings.task.problem_type,
             )
         )
     return reviews
