@@ -165,9 +165,9 @@ def test_lora_vs_full_bars_are_the_figure_to_plan_with_and_its_standard_error() 
     figure = draw_lora_vs_full(reviews)
     axis = figure.axes[0]
     bars = {container.get_label(): container for container in axis.containers if isinstance(container, BarContainer)}
-    expected = {  # tasks in sorted order: rte, sst2
-        "full_finetune": ([84.0, 62.83], [2.59, 13.08], ["//", ""]),
-        "lora": ([84.5, 82.83], [2.56, 4.37], ["//", ""]),
+    expected = {  # tasks in sorted order: rte, sst2; bars labelled by the method registry's titles
+        "full fine-tuning": ([84.0, 62.83], [2.59, 13.08], ["//", ""]),
+        "LoRA": ([84.5, 82.83], [2.56, 4.37], ["//", ""]),
     }
     for method, (values, errors, hatches) in expected.items():
         container = bars[method]
