@@ -69,6 +69,7 @@ bench-search: env
 	$(BIN)/python -m benchmarks.tabular --section samplers-gp
 	$(BIN)/python -m benchmarks.tabular --section confirmation
 	for part in $(TRANSFER_PARTS); do $(BIN)/python -m benchmarks.tabular --section transfer --part $$part || exit 1; done
+	$(BIN)/python benchmarks/plan_time.py --vm vm2 --out benchmarks/results/plan_time.md
 	$(BIN)/python benchmarks/run_all.py --render
 
 clean-demo:

@@ -232,4 +232,7 @@ def tabular_sections() -> list[str]:
         fragment = RESULTS / f"tabular_{name}.md"
         if fragment.is_file():
             lines += [fragment.read_text().rstrip(), ""]
+    plan_time = RESULTS / "plan_time.md"  # python benchmarks/plan_time.py: what transfer's edges cost
+    if plan_time.is_file():
+        lines += [plan_time.read_text().rstrip(), ""]
     return lines

@@ -86,7 +86,13 @@ def test_review_numbers_match_the_study(exported) -> None:
         "gap_gt_5": "PASS",
         "tpe_beats_random": "PASS",
         "importances": "PASS",
+        # The best trial's learning rate is this study's highest (1e-4, the range's top): the best may lie beyond.
+        "range_edges": "WARN",
     }
+    assert review.range_edges == [
+        "exported trial 5: learning_rate 0.0001 is in the top tenth of 1e-06 to 0.0001, log scale: widen the high end",
+        "exported trial 5: num_train_epochs 2 is in the bottom tenth of 2 to 6: widen the low end",
+    ]
     assert next(iter(review.importances)) == "learning_rate"
     assert review.mean_train_seconds == 2.0
     table = render_markdown([review])
@@ -94,6 +100,7 @@ def test_review_numbers_match_the_study(exported) -> None:
         "| rte_full_finetune | accuracy | - | 80.00 ± 12.65 (n=10) | - | - | - | - | 58.00 | 22.00 | 12.65 | 60.00 "
         "| 72.00 "
         "| 80.00 "
+        "| - "  # no portfolio: the study did not start from other studies' trials
         "| learning_rate" in table
     )
     assert "| PASS, noise=35.78 | PASS, P(random)=0.60 | PASS |" in table
@@ -392,3 +399,54 @@ def test_expected_when_retrained_column_says_when_it_is_one_seed_without_seed_no
     assert _cell(StudyReview("rte_full_finetune", metric="accuracy"), "expected when retrained ± SE (seeds)") == "-"
     terminal = render_terminal([confirmed, one_seed])
     assert "82.83 ± 4.37 (3)" in terminal and "84.50 ± 2.56 (1*)" in terminal and "(1*) one seed" in terminal
+
+
+def test_a_winner_at_the_edge_of_its_range_is_flagged_with_the_way_to_widen(tmp_path: Path) -> None:
+    from optuna.distributions import CategoricalDistribution
+
+    from finetune_hpo.report import render_terminal
+
+    distributions = {
+        "learning_rate": FloatDistribution(1e-6, 1e-4, log=True),
+        "lora_rank": CategoricalDistribution((4, 8, 16, 32, 64)),
+        "warmup_ratio": FloatDistribution(0.0, 0.3),
+        "batch_size": CategoricalDistribution((16, 32)),
+    }
+
+    def study_with(best: dict) -> optuna.Study:
+        study = optuna.create_study(study_name="rte_lora", direction="maximize")
+        study.set_user_attr("fingerprint", FINGERPRINT)
+        middle = {"learning_rate": 1e-5, "lora_rank": 16, "warmup_ratio": 0.15, "batch_size": 16}
+        for number, value in enumerate([70.0, 72.0, 71.0, 69.0, 80.0, 73.0]):
+            study.add_trial(
+                optuna.trial.create_trial(
+                    value=value,
+                    params=best if number == 4 else middle | {"learning_rate": 1e-5 * (1 + number / 10)},
+                    distributions=distributions,
+                    user_attrs=trial_provenance(),
+                )
+            )
+        return study
+
+    config = check_config(real_config())
+    config["optuna"]["n_trials"] = 6
+    settings = study_settings(config, "rte", "lora")
+    # At the top of the learning rate's log range, at the largest rank, at 0 warm-up (a range starting at 0 cannot
+    # widen lower), at batch 32 (two choices: both ends, which says nothing).
+    edge = {"learning_rate": 9.2e-5, "lora_rank": 64, "warmup_ratio": 0.0, "batch_size": 32}
+    path = tmp_path / "rte_lora_optimal.yaml"
+    write_optimal_config(study_with(edge), settings, SUMMARY, path, "journal")
+    review = review_study("rte_lora", path, study_with(edge), expected_trials=6, n_startup_trials=4)
+    assert review.criteria["range_edges"] == "WARN" and not review.failed
+    assert review.range_edges == [
+        "exported trial 4: learning_rate 9.2e-05 is in the top tenth of 1e-06 to 0.0001, log scale: widen the high end",
+        "exported trial 4: lora_rank 64 is the largest of choices 4, 8, 16, 32, 64: add a larger choice",
+    ]
+    assert "Range edges" in render_markdown([review]) and "lora_rank 64 is the largest" in render_markdown([review])
+    assert "WARN range_edges (exported trial 4: learning_rate" in " ".join(render_terminal([review]).split())
+    assert "lora_rank 64" in _csv_row(review)["range_edges"]
+    # Inside its range (the middle tenth-to-nine-tenths on the log scale): nothing to say.
+    inside = {"learning_rate": 1e-5, "lora_rank": 16, "warmup_ratio": 0.1, "batch_size": 32}
+    write_optimal_config(study_with(inside), settings, SUMMARY, path, "journal")
+    review = review_study("rte_lora", path, study_with(inside), expected_trials=6, n_startup_trials=4)
+    assert review.criteria["range_edges"] == "PASS" and review.range_edges == []

@@ -3,6 +3,7 @@ the readers of past runs, and `finetune-hpo portfolio`."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -379,3 +380,143 @@ def test_portfolio_command_uses_the_tasks_overrides_and_names_a_bad_source(tmp_p
     missing = _portfolio_cli("--from", str(tmp_path / "nowhere"), "--method", "lora", "--size", "1")
     assert missing.returncode == 1 and "nowhere: no such file or folder" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+# ------------------------------------------------------------------------------------------- in the workflow
+
+
+def _transfer_config(tmp_path: Path, tiny_model: Path, n_trials: int = 4) -> dict:
+    from tests.helpers import small_config
+
+    config = small_config(tmp_path, tiny_model, tasks=("mrpc", "rte"), n_trials=n_trials, train_size=160)
+    config["transfer"] = {"sources": {"rte": ["mrpc"]}, "portfolio_size": 2}
+    # RTE's study searches a narrower learning rate than MRPC's: a source above it is clipped, and says so.
+    config["tasks"]["rte"]["search_space_overrides"] = {
+        "lora": {"learning_rate": {"type": "float", "low": 1.0e-4, "high": 2.0e-4, "log": True}}
+    }
+    return config
+
+
+def test_a_study_starts_from_its_sources_best_trials_and_keeps_them_as_its_definition(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    from finetune_hpo.demo import generate_task_data
+    from finetune_hpo.review import review_study
+    from finetune_hpo.storage import StudyError
+    from finetune_hpo.study import run_study
+    from tests.helpers import prepare_task
+
+    config = _transfer_config(tmp_path, tiny_model)
+    for task in ("mrpc", "rte"):  # both tasks' files exist before the config is checked
+        generate_task_data(task, tmp_path / "synthetic" / task, 300, 200, seed=0)
+    summaries = {task: prepare_task(tmp_path, config, task) for task in ("mrpc", "rte")}
+    check_config(config)
+    studies = tmp_path / "results" / "studies"
+    source = run_study(
+        study_settings(config, "mrpc", "lora"),
+        tmp_path / "results/tokenized/mrpc",
+        summaries["mrpc"],
+        studies / "mrpc_lora",
+    )
+    ranked = sorted(source.trials, key=lambda t: (-t.value, t.number))
+    settings = study_settings(config, "rte", "lora")
+    assert settings.transfer.sources == ("mrpc",) and settings.transfer.portfolio_size == 2
+    tables = [studies / "mrpc_lora" / "trials.csv"]
+    target = run_study(
+        settings, tmp_path / "results/tokenized/rte", summaries["rte"], studies / "rte_lora", transfer_sources=tables
+    )
+    assert (
+        len([t for t in target.trials if t.state == TrialState.COMPLETE]) == 4
+    )  # the portfolio counts toward n_trials
+    # The portfolio ran first: the source's best two configurations, each recording where it came from.
+    for number, source_trial in enumerate(ranked[:2]):
+        trial = target.trials[number]
+        assert trial.user_attrs["enqueued"] and trial.user_attrs["portfolio_source"]["study"] == "mrpc_lora"
+        assert trial.user_attrs["portfolio_source"]["trial"] == source_trial.number
+        for name, value in source_trial.params.items():
+            if name == "learning_rate" and not 1e-4 <= value <= 2e-4:
+                assert trial.params[name] in (1e-4, 2e-4)
+                assert any(line.startswith("learning_rate:") for line in trial.user_attrs["portfolio_mapping"])
+            else:
+                assert trial.params[name] == pytest.approx(value)
+    assert any(trial.user_attrs["portfolio_mapping"] for trial in target.trials[:2])  # a clip happened, and says so
+    assert not any("portfolio_source" in t.user_attrs for t in target.trials[2:])
+    definition = target.user_attrs["definition"]["transfer"]
+    assert [entry["source"] for entry in definition] == [f"mrpc_lora#{t.number}" for t in ranked[:2]]
+    # Resumed, the study recomputes the same portfolio: nothing new runs, nothing is enqueued again.
+    again = run_study(
+        settings, tmp_path / "results/tokenized/rte", summaries["rte"], studies / "rte_lora", transfer_sources=tables
+    )
+    assert len(again.trials) == len(target.trials)
+    # A source that changed (rerun to other results) is another definition: refused, as any other change.
+    changed = tmp_path / "changed" / "mrpc_lora" / "trials.csv"
+    changed.parent.mkdir(parents=True)
+    rows = tables[0].read_text().splitlines()
+    best = next(k for k, row in enumerate(rows[1:], start=1) if row.startswith(f"{ranked[0].number},"))
+    rows[best] = rows[best].replace(repr(float(ranked[0].value)), "0.0", 1)
+    changed.write_text("\n".join(rows) + "\n")
+    with pytest.raises(StudyError, match=r"different transfer"):
+        run_study(
+            settings,
+            tmp_path / "results/tokenized/rte",
+            summaries["rte"],
+            studies / "rte_lora",
+            transfer_sources=[changed],
+        )
+    # The review says where the exported configuration came from, and the best portfolio trial against the sampler's.
+    out = tmp_path / "rte_lora_optimal.yaml"
+    document = write_optimal_config(target, settings, summaries["rte"], out, "journal")
+    review = review_study("rte_lora", out, target, expected_trials=4, n_startup_trials=4)
+    assert review.transferred == 2
+    assert review.best_transferred == max(t.value for t in target.trials[:2])
+    assert review.best_sampled == max(t.value for t in target.trials[2:])
+    source_of = target.trials[document["best_trial"]].user_attrs.get("portfolio_source")
+    assert review.winner_from == (f"mrpc_lora #{source_of['trial']}" if source_of else "the sampler")
+
+
+@pytest.mark.parametrize(
+    ("sources", "message"),
+    [
+        ({"rte": ["rte"]}, r"transfer.sources.rte: a study cannot start from itself"),
+        ({"rte": ["cola"]}, r"transfer.sources.rte: task 'cola' is not configured"),
+        ({"rte": ["mrpc"], "mrpc": ["rte"]}, r"transfer.sources: a cycle"),
+    ],
+)
+def test_transfer_edges_name_configured_tasks_without_cycles(tmp_path: Path, sources: dict, message: str) -> None:
+    from finetune_hpo.config import ConfigError
+    from tests.helpers import small_config
+
+    config = small_config(tmp_path, tmp_path, tasks=("mrpc", "rte"))
+    config["transfer"] = {"sources": sources, "portfolio_size": 2}
+    with pytest.raises(ConfigError, match=message):
+        check_config(config, check_data_files=False)
+
+
+def test_a_source_on_another_vm_is_refused() -> None:
+    from finetune_hpo.config import ConfigError
+
+    config = real_config()
+    config["transfer"]["sources"] = {"squad_v2": ["sst2"]}  # vm1's study cannot wait for vm2's
+    with pytest.raises(ConfigError, match=r"transfer.sources.squad_v2: sst2 runs on another VM than vm1"):
+        check_config(config, check_data_files=False)
+
+
+def test_the_vm2_plan_waits_for_the_sources_and_dry_runs_show_the_edges() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", "profiles/vm2", "-n"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    edges = set()
+    for job in (result.stdout + result.stderr).split("\nrule ")[1:]:
+        if job.startswith("run_study:"):
+            target = "{}_{}".format(*re.search(r"wildcards: task=(\w+), method=(\w+)", job).groups())
+            inputs = job.split("input: ")[1].split("\n")[0]
+            edges |= {(source, target) for source in re.findall(r"results/studies/(\w+)/trials\.csv", inputs)}
+    for method in ("full_finetune", "lora"):  # the config's default: SST-2 feeds MRPC, both feed RTE
+        assert (f"sst2_{method}", f"mrpc_{method}") in edges
+        assert {(f"sst2_{method}", f"rte_{method}"), (f"mrpc_{method}", f"rte_{method}")} <= edges
+    assert len(edges) == 6  # and nothing else: no study of another method, no SST-2 from anyone

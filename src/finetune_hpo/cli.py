@@ -167,6 +167,14 @@ def cmd_run_study(args: argparse.Namespace) -> None:
         raise DataError(
             f"{summary_path} or {tokenized} is missing; prepare the data first: snakemake --profile PROFILE {tokenized}"
         )
+    # transfer: the source studies' trials tables where the workflow writes them (they must have finished).
+    sources_tables = [layout.trials_table(f"{task}_{settings.method}") for task in settings.transfer.sources]
+    missing = [str(path) for path in sources_tables if settings.transfer.on and not path.is_file()]
+    if missing:
+        raise DataError(
+            f"study {settings.study_name} starts from {', '.join(settings.transfer.sources)} (transfer.sources), "
+            f"whose trials tables are missing: {', '.join(missing)}; run those studies first"
+        )
     run_study(
         settings,
         tokenized,
@@ -175,6 +183,7 @@ def cmd_run_study(args: argparse.Namespace) -> None:
         threads=args.threads,
         wandb_dir=layout.wandb,
         allow_new_definition=args.new_study,
+        transfer_sources=sources_tables if settings.transfer.on else [],
     )
 
 

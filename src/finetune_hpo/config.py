@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,7 @@ def check_config(
         raise ConfigError(*problems)
     collect(_check_model, config, workdir)
     collect(_check_workers, config)
+    collect(_check_transfer, config)
     collect(_check_enqueue_names, config)
     for task_name in config["tasks"]:
         for method in config["methods"]:
@@ -113,6 +114,56 @@ def _check_names(config: Mapping[str, Any]) -> None:
         problems.append(f"vm: {config['vm']!r} is not defined under 'vms' (defined: {known})")
     if problems:
         raise ConfigError(*problems)
+
+
+def _check_transfer(config: Mapping[str, Any]) -> None:
+    """Transfer edges join configured tasks that run on the same VM, and form no cycle: a study waits for its
+    sources, and on one VM the workflow can wait only for studies of that VM."""
+    problems = []
+    sources = config["transfer"]["sources"]
+    for target, feeding in sources.items():
+        where = f"transfer.sources.{target}"
+        for task in [target, *feeding]:
+            if task not in config["tasks"]:
+                problems.append(f"{where}: task {task!r} is not configured under 'tasks'")
+        if target in feeding:
+            problems.append(f"{where}: a study cannot start from itself")
+        for vm, vm_tasks in config["vms"].items():
+            apart = [task for task in feeding if target in vm_tasks and task not in vm_tasks]
+            if apart:
+                problems.append(
+                    f"{where}: {', '.join(apart)} runs on another VM than {vm}, so {target}'s study could not wait "
+                    f"for it there; feed {target} from tasks of {vm} ({', '.join(vm_tasks)})"
+                )
+    cycle = _transfer_cycle(sources)
+    if cycle:
+        problems.append(f"transfer.sources: a cycle ({' <- '.join(cycle)}); each study would wait for the other")
+    if problems:
+        raise ConfigError(*problems)
+
+
+def _transfer_cycle(sources: Mapping[str, Sequence[str]]) -> list[str]:
+    """A cycle of the feeds-into graph as a path of tasks, or ``[]``."""
+    state: dict[str, str] = {}
+
+    def visit(task: str, path: list[str]) -> list[str]:
+        if state.get(task) == "open":
+            return [*path[path.index(task) :], task]
+        if state.get(task) == "done":
+            return []
+        state[task] = "open"
+        for source in sources.get(task, []):
+            found = visit(source, [*path, task])
+            if found:
+                return found
+        state[task] = "done"
+        return []
+
+    for task in sources:
+        found = visit(task, [])
+        if found:
+            return found
+    return []
 
 
 def _close_to(name: str, known: Iterable[str]) -> str:

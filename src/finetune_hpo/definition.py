@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -18,12 +18,16 @@ from optuna.trial import TrialState
 from finetune_hpo.methods import method_spec
 from finetune_hpo.settings import StudySettings
 from finetune_hpo.storage import StudyError
+from finetune_hpo.transfer import PortfolioEntry, enqueue_portfolio, portfolio_definition
 
 logger = logging.getLogger(__name__)
 
 
 def study_definition(
-    settings: StudySettings, data_summary: Mapping[str, Any], precision: str | None = None
+    settings: StudySettings,
+    data_summary: Mapping[str, Any],
+    precision: str | None = None,
+    portfolio: Sequence[PortfolioEntry] = (),
 ) -> dict[str, Any]:
     """What defines a study: every setting that changes a trial's result. A stored study with other values
     is a different experiment (settings that only change speed or bookkeeping are left out).
@@ -31,6 +35,7 @@ def study_definition(
     Args:
         precision: The precision the trials really train in on this machine (``training.precision`` with
             ``auto`` resolved); a study resumed on hardware that resolves it otherwise is then refused.
+        portfolio: The configurations the study starts from (transfer from finished studies).
     """
     model = settings.model
     adapter = method_spec(settings.method).is_adapter
@@ -57,6 +62,7 @@ def study_definition(
         "seed": settings.seed,
         # Only when set, so the fingerprint of a study defined before warm starts existed is unchanged.
         **({"enqueue": [dict(params) for params in settings.enqueue]} if settings.enqueue else {}),
+        **({"transfer": portfolio_definition(portfolio)} if portfolio else {}),
     }
 
 
@@ -79,6 +85,7 @@ def open_study(
     definition: Mapping[str, Any],
     *,
     allow_new_definition: bool = False,
+    portfolio: Sequence[PortfolioEntry] = (),
 ) -> tuple[optuna.Study, int]:
     """Create or resume the study, with a sampler seeded past the trials already stored.
 
@@ -120,11 +127,17 @@ def open_study(
         seed=seed,
     )
     study.pruner = make_pruner(settings.pruner)
-    if settings.enqueue and not study.trials:
-        # Warm start, once, when the study is new: the enqueued trials run first and count toward n_trials.
+    if (settings.enqueue or portfolio) and not study.trials:
+        # Warm start, once, when the study is new: the config's configurations, then the portfolio from the
+        # source studies, run first and count toward n_trials (and toward TPE's start-up trials).
         for params in settings.enqueue:
             study.enqueue_trial(dict(params), user_attrs={"enqueued": True}, skip_if_exists=True)
-        logger.info("study %s: %d configuration(s) enqueued to run first", settings.study_name, len(settings.enqueue))
+        enqueue_portfolio(study, portfolio)
+        logger.info(
+            "study %s: %d configuration(s) enqueued to run first",
+            settings.study_name,
+            len(settings.enqueue) + len(portfolio),
+        )
     return study, seed
 
 

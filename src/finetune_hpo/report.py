@@ -45,6 +45,13 @@ def _fmt_expected(review: StudyReview) -> str:
     return text + (f" ({seeds} seeds)" if seeds > 1 else " (1 seed, no seed noise)")
 
 
+def _transfer_cell(review: StudyReview) -> str:
+    """``sst2_lora #4 (85.00 / 83.50)`` when the study started from other studies' trials, else ``-``."""
+    if not review.transferred:
+        return "-"
+    return f"{review.winner_from} ({_fmt(review.best_transferred)} / {_fmt(review.best_sampled)})"
+
+
 def _with(verdict: str, label: str, value: float | None) -> str:
     return verdict if value is None or verdict == "-" else f"{verdict}, {label}={value:.2f}"
 
@@ -70,6 +77,7 @@ TABLE_COLUMNS = (
     "baseline",
     "best random",
     "best TPE",
+    "transfer: winner from (best transferred / best sampled)",
     "top hyperparameters (importance)",
     "gap > 5",
     "TPE > random",
@@ -105,6 +113,7 @@ def table_rows(reviews: Sequence[StudyReview]) -> list[list[str]]:
             "baseline": _fmt(review.baseline),
             "best random": _fmt(review.best_random),
             "best TPE": _fmt(review.best_guided),
+            "transfer: winner from (best transferred / best sampled)": _transfer_cell(review),
             "top hyperparameters (importance)": _top(review.importances, review.importance_note),
             "gap > 5": _with(review.criteria.get("gap_gt_5", "-"), "noise", review.gap_noise),
             "TPE > random": _with(
@@ -143,6 +152,7 @@ def render_markdown(reviews: Sequence[StudyReview]) -> str:
     n_ok = sum(1 for review in reviews if review.status == "OK")
     verdict = "all present and valid" if n_ok == len(reviews) else f"{len(reviews) - n_ok} missing or invalid"
     notes = [f"- {review.study_name}: {review.startup_note}." for review in reviews if review.startup_note]
+    edges = [f"- {review.study_name}: {edge}." for review in reviews for edge in review.range_edges]
     return (
         "# Phase 1 review\n\n"
         f"{n_ok}/{len(reviews)} optimal configs: {verdict}. Values in percent; baseline = the best constant "
@@ -167,7 +177,18 @@ def render_markdown(reviews: Sequence[StudyReview]) -> str:
         "maximum over trials on the set that chose it, and so optimistic. The confirmation value is the "
         "exported model (one seed) re-scored on held-out validation rows. 'separable' is a two-sided paired "
         "t-test over seeds against the runner-up at p < 0.05; it is descriptive (the rows are fixed, and 3 "
-        "seeds give 2 degrees of freedom).\n" + ("\nStart-up labels:\n\n" + "\n".join(notes) + "\n" if notes else "")
+        "seeds give 2 degrees of freedom). 'transfer': where the exported configuration came from (a source "
+        "study's trial, run first as the portfolio; the config's optuna.enqueue; or the sampler), and the best "
+        "portfolio trial against the best trial the sampler chose.\n"
+        + ("\nStart-up labels:\n\n" + "\n".join(notes) + "\n" if notes else "")
+        + (
+            "\nRange edges (WARN: the chosen value is in the outer tenth of its range, on the log scale for a log "
+            "range, or the end of an ordered choice of at least 3 numbers; the best may lie beyond it):\n\n"
+            + "\n".join(edges)
+            + "\n"
+            if edges
+            else ""
+        )
     )
 
 
@@ -254,6 +275,8 @@ def _terminal_notes(reviews: Sequence[StudyReview]) -> list[str]:
         for name, verdict in review.criteria.items():
             if name in _TERMINAL_CRITERIA or verdict == "PASS":
                 continue
+            if name == "range_edges":
+                name += " (" + "; ".join(review.range_edges) + ")"
             if name == "retrained_gap" and review.retrained_gap is not None:
                 noise = "" if review.retrained_gap_noise is None else f", noise {review.retrained_gap_noise:.2f}"
                 name += f" (the winner retrained - its study run: {review.retrained_gap:+.2f} points{noise})"
@@ -301,6 +324,7 @@ def render_csv(reviews: Sequence[StudyReview]) -> str:
         row: dict[str, Any] = {key: getattr(review, key) for key in fields}
         row["importances"] = ";".join(f"{k}={v:.4f}" for k, v in review.importances.items())
         row["criteria"] = ";".join(f"{k}={v}" for k, v in review.criteria.items())
+        row["range_edges"] = "; ".join(review.range_edges)
         writer.writerow(row)
     return buffer.getvalue()
 

@@ -21,12 +21,15 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from finetune_hpo.best_model import best_complete_trial
 from finetune_hpo.config import study_settings
 from finetune_hpo.export import ExportError, load_optimal
 from finetune_hpo.importances import parameter_importances
 from finetune_hpo.metrics import binomial_standard_error, constant_prediction_baseline
+from finetune_hpo.ranges import range_edges
 from finetune_hpo.settings import StudySettings
 from finetune_hpo.storage import StudyError, load_stored_study
+from finetune_hpo.transfer import transfer_outcome
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +63,13 @@ class StudyReview:
         expected_optimism: Best-of-k optimism of ``expected_value``, in points, when stated.
         retrained_gap: When the winner's model had to be retrained: retrained value - study value.
         retrained_gap_noise: The noise to hold that gap against.
+        transferred: Trials of the study's portfolio (started from other studies' best trials).
+        best_transferred: The best of them.
+        best_sampled: The best trial the sampler chose.
+        winner_from: Where the exported configuration came from: a source study's trial, the config's
+            ``optuna.enqueue``, or the sampler.
+        range_edges: Parameters of the exported (and the single best) configuration at an edge of their range,
+            each with which way to widen it.
         best_random: Best of the sampler's random start-up trials.
         best_guided: Best of the trials TPE chose.
         p_tpe_beats_random_by_chance: Chance that best guided > best random if TPE were random search.
@@ -101,6 +111,11 @@ class StudyReview:
     expected_optimism: float | None = None
     retrained_gap: float | None = None
     retrained_gap_noise: float | None = None
+    transferred: int = 0
+    best_transferred: float | None = None
+    best_sampled: float | None = None
+    winner_from: str | None = None
+    range_edges: list[str] = field(default_factory=list)
     best_random: float | None = None
     best_guided: float | None = None
     p_tpe_beats_random_by_chance: float | None = None
@@ -271,7 +286,24 @@ def review_study(
     # The exported trial's (the confirmed winner's, where confirmation ran), as everything else in the row.
     exported = next((t for t in complete if t.number == document["best_trial"]), None)
     review.trainable_parameters = None if exported is None else exported.user_attrs.get("trainable_parameters")
+    outcome = transfer_outcome(complete, document["best_trial"])
+    review.transferred, review.winner_from = outcome["transferred"], outcome["winner_from"]
+    review.best_transferred, review.best_sampled = outcome["best_transferred"], outcome["best_sampled"]
+    _review_range_edges(review, exported, best_complete_trial(complete))
     return review
+
+
+def _review_range_edges(review: StudyReview, exported: FrozenTrial | None, single_best: FrozenTrial | None) -> None:
+    """WARN when the exported configuration, or the single best trial where confirmation chose another, sits at
+    an edge of its range: the best may lie beyond it."""
+    for trial, label in ((exported, "exported"), (single_best, "single best")):
+        if trial is None or (label == "single best" and exported is not None and trial.number == exported.number):
+            continue
+        review.range_edges += [
+            f"{label} trial {trial.number}: {edge.describe()}"
+            for edge in range_edges(trial.params, trial.distributions)
+        ]
+    review.criteria["range_edges"] = "WARN" if review.range_edges else "PASS"
 
 
 def _review_confirmation(review: StudyReview, confirmation: Mapping[str, Any] | None) -> None:

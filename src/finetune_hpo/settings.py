@@ -154,6 +154,24 @@ class DataSettings:
 
 
 @dataclass(frozen=True)
+class TransferSettings:
+    """Which finished studies a study starts from (``transfer`` in the config).
+
+    Args:
+        sources: Tasks whose study of the same method feeds this one: their best COMPLETE trials, by rank,
+            interleaved across the sources, run first as a portfolio and count toward ``n_trials``.
+        portfolio_size: Configurations in the portfolio (0: none).
+    """
+
+    sources: tuple[str, ...] = ()
+    portfolio_size: int = 0
+
+    @property
+    def on(self) -> bool:
+        return bool(self.sources) and self.portfolio_size > 0
+
+
+@dataclass(frozen=True)
 class StudySettings:
     """Everything that defines and runs one study (task x method).
 
@@ -168,6 +186,7 @@ class StudySettings:
         pruner: ``none``, ``median`` or ``hyperband``.
         sampler, storage, wandb, model, training, selection, data: the sections of the config.
         enqueue: Configurations run first (warm start), each restricted to this study's space.
+        transfer: The finished studies of other tasks this study starts from.
     """
 
     task: TaskSpec
@@ -186,6 +205,7 @@ class StudySettings:
     selection: SelectionSettings
     data: DataSettings
     enqueue: tuple[Mapping[str, Any], ...] = ()
+    transfer: TransferSettings = field(default_factory=TransferSettings)
 
     @property
     def model_name_or_path(self) -> str:
@@ -245,6 +265,10 @@ def build_study_settings(
         # The task's selection entries (confirmation on for the small selection sets) replace the global ones.
         selection=SelectionSettings(**{**config["selection"], **task_config.get("selection", {})}),
         enqueue=_enqueued(optuna_config.get("enqueue", []), search_space),
+        transfer=TransferSettings(
+            sources=tuple(config["transfer"]["sources"].get(task.name, [])),
+            portfolio_size=int(config["transfer"]["portfolio_size"]),
+        ),
         data=DataSettings(
             train_size=int(task_config["train_size"]),
             validation_fraction=float(task_config["validation_fraction"]),

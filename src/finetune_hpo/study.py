@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from finetune_hpo.signals import raise_if_stop_requested, sigterm_as_interrupt
 from finetune_hpo.storage import StudyError, StudyPaths, fail_interrupted_trials, open_storage
 from finetune_hpo.tracking import log_study_summary
 from finetune_hpo.training import TrainingSetup, effective_precision, frozen_for_garbage_collection
+from finetune_hpo.transfer import study_portfolio
 from finetune_hpo.trial_records import trials_table_rows, write_best_predictions, write_trials_table
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ def run_study(
     wandb_dir: Path | None = None,
     allow_new_definition: bool = False,
     trials_table: Path | None = None,
+    transfer_sources: Sequence[Path] = (),
 ) -> optuna.Study:
     """Rule run_study: run (or resume) the study to exactly ``n_trials`` COMPLETE trials, then finalize it
     (:func:`finalize_study`). With worker jobs (``optuna.workers_per_study > 1``) they have run the trials and
@@ -62,6 +64,8 @@ def run_study(
         wandb_dir: Where offline W&B runs are written.
         allow_new_definition: Continue a stored study whose definition changed.
         trials_table: Where the trials table goes (the rule's output); default ``<study_dir>/trials.csv``.
+        transfer_sources: The trials tables of the finished studies this one starts from
+            (``transfer.sources``, in that order).
 
     Raises:
         StudyError: too many consecutive failures, a corrupted storage, or a changed definition.
@@ -75,6 +79,7 @@ def run_study(
         threads=threads,
         wandb_dir=wandb_dir,
         allow_new_definition=allow_new_definition,
+        transfer_sources=transfer_sources,
     )
     finalize_study(study, settings, StudyPaths(study_dir), wandb_dir=wandb_dir, trials_table=trials_table)
     return study
@@ -89,6 +94,7 @@ def run_study_worker(
     threads: int = 1,
     wandb_dir: Path | None = None,
     allow_new_definition: bool = False,
+    transfer_sources: Sequence[Path] = (),
 ) -> tuple[optuna.Study, StudySettings]:
     """Rule run_study_worker (and the first half of :func:`run_study`): run trials until the study, shared
     with any other workers, holds ``n_trials`` COMPLETE ones; every finished trial goes to the progress
@@ -103,8 +109,12 @@ def run_study_worker(
     settings = replace(
         settings, training=replace(settings.training, precision=effective_precision(settings.training.precision))
     )
-    definition = study_definition(settings, data_summary, precision=settings.training.precision)
-    study, sampler_seed = open_study(settings, storage, definition, allow_new_definition=allow_new_definition)
+    # The configurations the study starts from, read from its finished source studies; part of its definition.
+    portfolio = study_portfolio(settings, transfer_sources)
+    definition = study_definition(settings, data_summary, precision=settings.training.precision, portfolio=portfolio)
+    study, sampler_seed = open_study(
+        settings, storage, definition, allow_new_definition=allow_new_definition, portfolio=portfolio
+    )
     if isinstance(storage, optuna.storages.RDBStorage):
         optuna.storages.fail_stale_trials(study)
     else:

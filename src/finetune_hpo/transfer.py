@@ -23,7 +23,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import FrozenTrial, TrialState
 
 from finetune_hpo.best_model import top_complete_trials
-from finetune_hpo.settings import StorageSettings
+from finetune_hpo.settings import StorageSettings, StudySettings
 from finetune_hpo.storage import StudyError, StudyPaths, load_stored_study
 
 logger = logging.getLogger(__name__)
@@ -449,3 +449,65 @@ def _from_optimal_yaml(path: Path) -> list[SourceTrial]:
             )
         )
     return trials
+
+
+def study_portfolio(settings: StudySettings, source_tables: Sequence[Path]) -> list[PortfolioEntry]:
+    """The portfolio a study of the workflow starts from (``transfer`` in the config): the best COMPLETE
+    trials of its source studies, read from their trials tables (in the order ``transfer.sources`` names
+    them), interleaved by rank and mapped into the study's own space.
+
+    Raises:
+        TransferError: a source's trials table is missing or holds no COMPLETE trial.
+    """
+    if not settings.transfer.on:
+        return []
+    if len(source_tables) != len(settings.transfer.sources):
+        raise TransferError(
+            f"study {settings.study_name} starts from {', '.join(settings.transfer.sources)} (transfer.sources), but "
+            f"{len(source_tables)} trials table(s) were given: run the source studies first"
+        )
+    sources = [load_source_trials(path) for path in source_tables]
+    portfolio = build_portfolio(sources, settings.search_space, settings.transfer.portfolio_size)
+    logger.info(
+        "study %s starts from %d configuration(s) of %s: %s",
+        settings.study_name,
+        len(portfolio),
+        ", ".join(trials[0].study for trials in sources),
+        "; ".join(
+            entry.describe() + (f" ({'; '.join(entry.mapping)})" if entry.mapping else "") for entry in portfolio
+        ),
+    )
+    return portfolio
+
+
+def portfolio_definition(portfolio: Sequence[PortfolioEntry]) -> list[dict[str, Any]]:
+    """The portfolio as part of a study's definition: each source trial and the parameters it enqueues. A
+    resumed study recomputes it from its sources; a source that changed since (rerun, or another one) gives
+    another definition, which the study refuses like any other change (``--new-study`` accepts it)."""
+    return [
+        {"source": f"{entry.source.study}#{entry.source.number}", "params": dict(sorted(entry.params.items()))}
+        for entry in portfolio
+    ]
+
+
+def transfer_outcome(trials: Iterable[FrozenTrial], exported_trial: int) -> dict[str, Any]:
+    """What transfer did for a finished study: how many trials came from its portfolio (they record their
+    source), the best of them against the best trial the sampler chose, and where the exported configuration
+    came from (``sst2_lora #4``, ``the config's optuna.enqueue`` or ``the sampler``)."""
+    complete = [trial for trial in trials if trial.state == TrialState.COMPLETE and trial.value is not None]
+    transferred = [trial for trial in complete if "portfolio_source" in trial.user_attrs]
+    sampled = [trial for trial in complete if not trial.user_attrs.get("enqueued")]
+    exported = next((trial for trial in complete if trial.number == exported_trial), None)
+    origin = None
+    if exported is not None:
+        source = exported.user_attrs.get("portfolio_source")
+        if source:
+            origin = f"{source['study']} #{source['trial']}"
+        else:
+            origin = "the config's optuna.enqueue" if exported.user_attrs.get("enqueued") else "the sampler"
+    return {
+        "transferred": len(transferred),
+        "best_transferred": max((float(t.value) for t in transferred), default=None),
+        "best_sampled": max((float(t.value) for t in sampled), default=None),
+        "winner_from": origin,
+    }

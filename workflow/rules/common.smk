@@ -102,6 +102,19 @@ def get_study_workers(wildcards):
     )
 
 
+def get_transfer_sources(wildcards):
+    """The trials tables of the studies a study starts from (transfer.sources: the same method on other
+    tasks), so they finish first; the order is the config's, which the portfolio interleaves in.
+    """
+    settings = study_settings(config, wildcards.task, wildcards.method)
+    if not settings.transfer.on:
+        return []
+    return [
+        f"results/studies/{source}_{wildcards.method}/trials.csv"
+        for source in settings.transfer.sources
+    ]
+
+
 def get_data_files(wildcards):
     """Local data files of a task (None: the hub), so Snakemake tracks or builds them."""
     return config["tasks"][wildcards.task].get("data_files") or {}

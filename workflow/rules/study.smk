@@ -7,6 +7,7 @@ rule run_study_worker:
         tokenized=rules.tokenize_dataset.output.tokenized,
         summary=rules.subsample_dataset.output.summary,
         model=get_model_input,
+        sources=get_transfer_sources,
     output:
         done=touch("results/studies/{task}_{method}/workers/{worker}.done"),
     log:
@@ -38,6 +39,8 @@ rule run_study:
         summary=rules.subsample_dataset.output.summary,
         model=get_model_input,
         workers=get_study_workers,
+        # transfer: the finished studies of other tasks (same method) this one starts from.
+        sources=get_transfer_sources,
     output:
         # The Optuna journal beside this table is deliberately not an output: Snakemake deletes the
         # outputs of a failed job, and the journal holds every finished trial.

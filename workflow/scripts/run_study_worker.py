@@ -21,4 +21,5 @@ with workflow_job(smk.log[0]):
         Path(smk.params.study_dir),
         threads=smk.threads,
         wandb_dir=Path(smk.params.wandb_dir),
+        transfer_sources=[Path(path) for path in smk.input.sources],
     )
