@@ -142,3 +142,68 @@ def test_real_rows_saved_best_model_reproduces_the_study_value(
     )["scores"]
     assert scores["validation"]["value"] == pytest.approx(study.best_value, abs=0.01)
     assert scores["confirmation"]["size"] == 15
+
+
+if HAS_FULL_REALDATA:
+
+    def test_real_rows_a_study_fed_by_another_reproduces_its_value(
+        full_realdata: Path, tmp_path: Path, tiny_model: Path
+    ) -> None:
+        """Transfer on real rows: SST-2's finished study feeds RTE's; the portfolio runs first and RTE's saved
+        best model still reproduces its study value."""
+        import copy
+
+        from finetune_hpo.config import check_config, study_settings
+        from finetune_hpo.evaluation import write_scores
+        from finetune_hpo.storage import StudyPaths
+        from finetune_hpo.study import run_study
+        from tests.conftest import demo_config
+
+        config = copy.deepcopy(demo_config())
+        config["tasks"] = {
+            task: {
+                "train_size": 40,
+                "validation_fraction": 0.5,
+                "data_files": {
+                    split: str(full_realdata / task / f"{split}.jsonl") for split in ("train", "validation")
+                },
+            }
+            for task in ("sst2", "rte")
+        }
+        config["vms"], config["demo"] = {}, {"synthetic_data": False, "build_model": False}
+        config["model"]["name_or_path"] = str(tiny_model)
+        config["optuna"]["n_trials"] = 2
+        config["wandb"]["mode"] = "disabled"
+        config["selection"]["confirmation_max_rows"] = 15
+        config["transfer"] = {"sources": {"rte": ["sst2"]}, "portfolio_size": 1}
+        config["search_spaces"]["full_finetune"]["num_train_epochs"] = {"type": "int", "low": 1, "high": 1}
+        check_config(config)
+        studies = {}
+        for task in ("sst2", "rte"):
+            files = config["tasks"][task]["data_files"]
+            drawn = subsample(TASKS[task], load_splits(TASKS[task], files), 40, 0.5, seed=0, confirmation_max_rows=15)
+            summary = write_subsample(TASKS[task], drawn, tmp_path / "data" / task, seed=0)
+            tokenize_task(
+                TASKS[task], tmp_path / "data" / task, load_tokenizer(str(tiny_model)), tmp_path / "tokenized" / task,
+                max_seq_length=64,
+            )  # fmt: skip
+            sources = [tmp_path / "studies" / "sst2" / "trials.csv"] if task == "rte" else []
+            settings = study_settings(config, task, "full_finetune")
+            studies[task] = run_study(
+                settings, tmp_path / "tokenized" / task, summary, tmp_path / "studies" / task, transfer_sources=sources
+            )
+        best_source = max(studies["sst2"].trials, key=lambda t: (t.value, -t.number))
+        first = studies["rte"].trials[0]
+        assert first.user_attrs["portfolio_source"]["trial"] == best_source.number
+        assert first.params == best_source.params
+        rte = studies["rte"]
+        scores = write_scores(
+            StudyPaths(tmp_path / "studies" / "rte").best_model,
+            {"validation": tmp_path / "data" / "rte" / "validation.jsonl"},
+            None,
+            task_name="rte",
+            reference_predictions={
+                "validation": StudyPaths(tmp_path / "studies" / "rte").trial_predictions(rte.best_trial.number)
+            },
+        )["scores"]["validation"]
+        assert scores["value"] == pytest.approx(rte.best_value, abs=0.01) and scores["prediction_agreement"] == 1.0
