@@ -24,9 +24,9 @@ from finetune_hpo.config import check_config, study_settings
 from finetune_hpo.data import load_splits
 from finetune_hpo.draws import subsample, write_subsample
 from finetune_hpo.preprocess import load_tokenized, load_tokenizer, tokenize_task
+from finetune_hpo.runtime import frozen_for_garbage_collection
 from finetune_hpo.study import run_study
 from finetune_hpo.tasks import TASKS
-from finetune_hpo.training import frozen_for_garbage_collection
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -116,7 +116,7 @@ def test_counted_once_flops_equal_the_stock_trainers(tiny_model: Path, tmp_path:
 
 
 def test_auto_precision_takes_bf16_only_where_the_gpu_computes_it_natively(monkeypatch: pytest.MonkeyPatch) -> None:
-    from finetune_hpo.training import effective_precision
+    from finetune_hpo.runtime import effective_precision
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     # A V100 or T4: bf16 only by emulation, which torch's default call counts as supported.

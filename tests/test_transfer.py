@@ -14,7 +14,7 @@ import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from finetune_hpo.config import check_config, study_settings
+from finetune_hpo.config import check_config, planned_studies, study_settings
 from finetune_hpo.export import write_optimal_config
 from finetune_hpo.storage import StudyPaths, open_storage
 from finetune_hpo.transfer import (
@@ -478,7 +478,6 @@ def test_a_study_starts_from_its_sources_best_trials_and_keeps_them_as_its_defin
     ("sources", "message"),
     [
         ({"rte": ["rte"]}, r"transfer.sources.rte: a study cannot start from itself"),
-        ({"rte": ["cola"]}, r"transfer.sources.rte: task 'cola' is not configured"),
         ({"rte": ["mrpc"], "mrpc": ["rte"]}, r"transfer.sources: a cycle"),
     ],
 )
@@ -490,6 +489,26 @@ def test_transfer_edges_name_configured_tasks_without_cycles(tmp_path: Path, sou
     config["transfer"] = {"sources": sources, "portfolio_size": 2}
     with pytest.raises(ConfigError, match=message):
         check_config(config, check_data_files=False)
+
+
+def test_edges_from_or_into_tasks_a_config_leaves_out_are_dropped(tmp_path: Path) -> None:
+    """A config that keeps only some tasks still carries the default edges: a study starts from the configured
+    sources only, and validate says which."""
+    from tests.helpers import small_config
+
+    config = small_config(tmp_path, tmp_path, tasks=("sst2", "rte"))
+    config["transfer"] = {"sources": {"mrpc": ["sst2"], "rte": ["sst2", "mrpc"]}, "portfolio_size": 2}
+    studies = {
+        settings.study_name: settings for settings in planned_studies(check_config(config, check_data_files=False))
+    }
+    assert studies["rte_lora"].transfer.sources == ("sst2",)
+    assert studies["sst2_lora"].transfer.sources == ()
+    assert "mrpc_lora" not in studies
+
+    config = small_config(tmp_path, tmp_path, tasks=("rte",))
+    config["transfer"] = {"sources": {"rte": ["sst2", "mrpc"]}, "portfolio_size": 2}
+    studies = planned_studies(check_config(config, check_data_files=False))
+    assert [settings.transfer.on for settings in studies] == [False] * len(studies)
 
 
 def test_a_source_on_another_vm_is_refused() -> None:

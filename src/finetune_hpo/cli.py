@@ -152,6 +152,12 @@ def cmd_validate(args: argparse.Namespace) -> None:
         print(
             f"  {settings.study_name}: {len(settings.search_space)} hyperparameters, {settings.n_trials} trials, "
             f"train_size {settings.data.train_size}"
+            + (
+                f", starts from {', '.join(settings.transfer.sources)} "
+                f"(a portfolio of {settings.transfer.portfolio_size} configurations, transfer.sources)"
+                if settings.transfer.on
+                else ""
+            )
         )
 
 

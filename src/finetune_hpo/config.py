@@ -24,7 +24,7 @@ from finetune_hpo.data import (
 )
 from finetune_hpo.methods import METHODS
 from finetune_hpo.search_space import SearchSpaceError, build_search_space
-from finetune_hpo.settings import StudySettings, build_study_settings
+from finetune_hpo.settings import StudySettings, build_study_settings, configured_sources
 from finetune_hpo.tasks import TASKS, TaskDefinitionError, resolve_task
 
 logger = logging.getLogger(__name__)
@@ -117,17 +117,19 @@ def _check_names(config: Mapping[str, Any]) -> None:
 
 
 def _check_transfer(config: Mapping[str, Any]) -> None:
-    """Transfer edges join configured tasks that run on the same VM, and form no cycle: a study waits for its
-    sources, and on one VM the workflow can wait only for studies of that VM."""
+    """Transfer edges join tasks that run on the same VM, and form no cycle: a study waits for its sources, and
+    on one VM the workflow can wait only for studies of that VM.
+
+    An edge from or into a task the config leaves out is no error: a config that keeps only RTE still carries
+    the default edges, and its study starts from the configured sources only (:func:`configured_sources`;
+    ``validate`` prints what each study starts from)."""
     problems = []
     sources = config["transfer"]["sources"]
     for target, feeding in sources.items():
         where = f"transfer.sources.{target}"
-        for task in [target, *feeding]:
-            if task not in config["tasks"]:
-                problems.append(f"{where}: task {task!r} is not configured under 'tasks'")
         if target in feeding:
             problems.append(f"{where}: a study cannot start from itself")
+        feeding = configured_sources(config, target)
         for vm, vm_tasks in config["vms"].items():
             apart = [task for task in feeding if target in vm_tasks and task not in vm_tasks]
             if apart:

@@ -84,21 +84,10 @@ def summarize(
     The winner has the best mean on ``ranked_on`` (the confirmation set; the selection set only when the
     task has no held-out rows); a candidate with a diverged seed ranks after every candidate without one.
     """
-    rows = []
-    for rank, candidate in enumerate(candidates, start=1):
-        candidate_runs = [dict(runs[(candidate.number, seed)]) for seed in seeds]
-        rows.append(
-            {
-                "rank_in_study": rank,
-                "trial": candidate.number,
-                "params": {name: _plain(value) for name, value in candidate.params.items()},
-                "study_value": float(candidate.value),
-                "runs": candidate_runs,
-                "diverged_seeds": [run["seed"] for run in candidate_runs if run["diverged"]],
-                "selection": seed_stats([run["selection_value"] for run in candidate_runs]),
-                "confirmation": seed_stats([run["confirmation_value"] for run in candidate_runs]),
-            }
-        )
+    rows = [
+        _candidate_row(rank, candidate, [dict(runs[(candidate.number, seed)]) for seed in seeds])
+        for rank, candidate in enumerate(candidates, start=1)
+    ]
 
     def order(row: Mapping[str, Any]) -> tuple:
         ranked, selection = row[ranked_on]["mean"], row["selection"]["mean"]
@@ -137,6 +126,20 @@ def summarize(
         "runner_up_trial": None if runner_up is None else runner_up["trial"],
         "paired_test": test,
         "separable_from_runner_up": None if test is None else test["separable"],
+    }
+
+
+def _candidate_row(rank: int, candidate: FrozenTrial, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One candidate of the summary: its trial and parameters, its runs, and its seeds' stats on both sets."""
+    return {
+        "rank_in_study": rank,
+        "trial": candidate.number,
+        "params": {name: _plain(value) for name, value in candidate.params.items()},
+        "study_value": float(candidate.value),
+        "runs": runs,
+        "diverged_seeds": [run["seed"] for run in runs if run["diverged"]],
+        "selection": seed_stats([run["selection_value"] for run in runs]),
+        "confirmation": seed_stats([run["confirmation_value"] for run in runs]),
     }
 
 
@@ -198,51 +201,9 @@ def retrain_expectation(
         "basis": "",
     }
     if confirmation:
-        winner = next(row for row in confirmation["candidates"] if row["trial"] == confirmation["winner_trial"])
-        ranked_on = confirmation["ranked_on"]
-        values = [float(v) for v in winner[ranked_on]["values"] if v is not None]
-        if not values:
-            result["basis"] = "every seed of the confirmed winner diverged: no score to plan with"
-            return result
-        rows = held_out_size if ranked_on == "confirmation" else selection_size
-        row_se = held_out_standard_error if ranked_on == "confirmation" else None
-        mean = statistics.fmean(values)
-        if row_se is None and metric == "accuracy" and rows > 1:
-            row_se = 100.0 * math.sqrt(max(0.0, mean / 100 * (1 - mean / 100)) / rows)
-        sd = statistics.stdev(values) if len(values) > 1 else None
-        parts = [(sd or 0.0) ** 2 / len(values), (row_se or 0.0) ** 2]
-        standard_error = math.sqrt(sum(parts)) if sd is not None or row_se is not None else None
-        top_k = int(confirmation.get("top_k", len(confirmation["candidates"])))
-        optimism = None if standard_error is None else expected_max_of_normals(top_k) * standard_error
-        diverged = len(winner[ranked_on]["values"]) - len(values)
-        result |= {
-            "value": mean,
-            "standard_error": standard_error,
-            "seeds": len(values),
-            "rows": rows,
-            "rows_from": ranked_on,
-            "includes_seed_variance": sd is not None,
-            "seed_sd": sd,
-            "row_standard_error": row_se,
-            "best_of_k": top_k,
-            "best_of_k_optimism": optimism,
-            "basis": (
-                f"mean of the confirmed winner (trial {winner['trial']}) over {len(values)} seeds on {rows} "
-                f"{'held-out confirmation' if ranked_on == 'confirmation' else 'selection'} rows; standard "
-                "error sqrt(sd_seeds^2/seeds + SE_rows^2), seeds and rows both"
-                + ("" if row_se is not None else " (rows' noise unknown for this metric: seeds only)")
-                + f". The winner is the best of {top_k} candidates' means on these rows, so this is optimistic "
-                f"by up to about {expected_max_of_normals(top_k):.2f} standard errors"
-                + (f"; {diverged} seed(s) diverged and are left out" if diverged else "")
-                + (
-                    ". Ranked on the selection set (no held-out rows), whose trials chose these candidates: "
-                    "optimistic beyond that"
-                    if ranked_on == "selection"
-                    else ""
-                )
-            ),
-        }
-        return result
+        return result | _confirmed_expectation(
+            metric, confirmation, held_out_standard_error, held_out_size, selection_size
+        )
     if held_out_value is not None and held_out_size > 0:
         result |= {
             "value": float(held_out_value),
@@ -265,3 +226,57 @@ def retrain_expectation(
         "that chose it, optimistic, and no plan should rest on it alone"
     )
     return result
+
+
+def _confirmed_expectation(
+    metric: str,
+    confirmation: Mapping[str, Any],
+    held_out_standard_error: float | None,
+    held_out_size: int,
+    selection_size: int,
+) -> dict[str, Any]:
+    """:func:`retrain_expectation` with a confirmation stage: the winner's mean over its seeds, with the seeds'
+    and the rows' noise, and the best-of-k optimism stated."""
+    winner = next(row for row in confirmation["candidates"] if row["trial"] == confirmation["winner_trial"])
+    ranked_on = confirmation["ranked_on"]
+    values = [float(v) for v in winner[ranked_on]["values"] if v is not None]
+    if not values:
+        return {"basis": "every seed of the confirmed winner diverged: no score to plan with"}
+    rows = held_out_size if ranked_on == "confirmation" else selection_size
+    row_se = held_out_standard_error if ranked_on == "confirmation" else None
+    mean = statistics.fmean(values)
+    if row_se is None and metric == "accuracy" and rows > 1:
+        row_se = 100.0 * math.sqrt(max(0.0, mean / 100 * (1 - mean / 100)) / rows)
+    sd = statistics.stdev(values) if len(values) > 1 else None
+    parts = [(sd or 0.0) ** 2 / len(values), (row_se or 0.0) ** 2]
+    standard_error = math.sqrt(sum(parts)) if sd is not None or row_se is not None else None
+    top_k = int(confirmation.get("top_k", len(confirmation["candidates"])))
+    optimism = None if standard_error is None else expected_max_of_normals(top_k) * standard_error
+    diverged = len(winner[ranked_on]["values"]) - len(values)
+    return {
+        "value": mean,
+        "standard_error": standard_error,
+        "seeds": len(values),
+        "rows": rows,
+        "rows_from": ranked_on,
+        "includes_seed_variance": sd is not None,
+        "seed_sd": sd,
+        "row_standard_error": row_se,
+        "best_of_k": top_k,
+        "best_of_k_optimism": optimism,
+        "basis": (
+            f"mean of the confirmed winner (trial {winner['trial']}) over {len(values)} seeds on {rows} "
+            f"{'held-out confirmation' if ranked_on == 'confirmation' else 'selection'} rows; standard "
+            "error sqrt(sd_seeds^2/seeds + SE_rows^2), seeds and rows both"
+            + ("" if row_se is not None else " (rows' noise unknown for this metric: seeds only)")
+            + f". The winner is the best of {top_k} candidates' means on these rows, so this is optimistic "
+            f"by up to about {expected_max_of_normals(top_k):.2f} standard errors"
+            + (f"; {diverged} seed(s) diverged and are left out" if diverged else "")
+            + (
+                ". Ranked on the selection set (no held-out rows), whose trials chose these candidates: "
+                "optimistic beyond that"
+                if ranked_on == "selection"
+                else ""
+            )
+        ),
+    }

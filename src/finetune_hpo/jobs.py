@@ -14,6 +14,7 @@ from finetune_hpo.data import DataError
 from finetune_hpo.export import ExportError
 from finetune_hpo.gpus import GpuClaimError
 from finetune_hpo.reload import EvaluationError
+from finetune_hpo.review import ReviewFailed
 from finetune_hpo.storage import StudyError
 from finetune_hpo.transfer import TransferError
 
@@ -28,6 +29,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     EvaluationError,
     GpuClaimError,
     TransferError,
+    ReviewFailed,
     OSError,  # FileNotFoundError, PermissionError: the message names the path
 )
 

@@ -266,7 +266,7 @@ def build_study_settings(
         selection=SelectionSettings(**{**config["selection"], **task_config.get("selection", {})}),
         enqueue=_enqueued(optuna_config.get("enqueue", []), search_space),
         transfer=TransferSettings(
-            sources=tuple(config["transfer"]["sources"].get(task.name, [])),
+            sources=tuple(configured_sources(config, task.name)),
             portfolio_size=int(config["transfer"]["portfolio_size"]),
         ),
         data=DataSettings(
@@ -276,6 +276,14 @@ def build_study_settings(
             group_column=task_config.get("group_column"),
         ),
     )
+
+
+def configured_sources(config: Mapping[str, Any], target: str) -> list[str]:
+    """The tasks ``target``'s study starts from: its ``transfer.sources`` entry, less the tasks not configured
+    (and none when ``target`` itself is not)."""
+    if target not in config["tasks"]:
+        return []
+    return [task for task in config["transfer"]["sources"].get(target, []) if task in config["tasks"]]
 
 
 def _enqueued(

@@ -28,11 +28,12 @@ from finetune_hpo.models import load_base_model
 from finetune_hpo.objective import Objective
 from finetune_hpo.preprocess import load_tokenized, load_tokenizer
 from finetune_hpo.progress import ProgressLogger, count_complete
+from finetune_hpo.runtime import effective_precision, frozen_for_garbage_collection
 from finetune_hpo.settings import StudySettings
 from finetune_hpo.signals import raise_if_stop_requested, sigterm_as_interrupt
 from finetune_hpo.storage import StudyError, StudyPaths, fail_interrupted_trials, open_storage
 from finetune_hpo.tracking import log_study_summary
-from finetune_hpo.training import TrainingSetup, effective_precision, frozen_for_garbage_collection
+from finetune_hpo.training import TrainingSetup
 from finetune_hpo.transfer import study_portfolio
 from finetune_hpo.trial_records import trials_table_rows, write_best_predictions, write_trials_table
 

@@ -7,14 +7,12 @@ accumulation (same effective batch); a NaN loss ends the trial as a failure inst
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 import math
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from finetune_hpo.methods import method_spec
 from finetune_hpo.models import build_trial_model, count_parameters, resolve_lora_modules, seed_everything
 from finetune_hpo.preprocess import TokenizedTask
 from finetune_hpo.qa import QAPrediction
+from finetune_hpo.runtime import effective_precision, free_accelerator_memory, resolve_precision
 from finetune_hpo.search_space import HyperParameters
 from finetune_hpo.settings import StudySettings
 from finetune_hpo.tasks import TaskSpec
@@ -140,36 +139,6 @@ class TrialOutcome:
         return None if self.confirmation_metrics is None else self.confirmation_metrics.get(metric)
 
 
-def effective_precision(precision: str) -> str:
-    """The precision a trial really trains in: ``auto`` takes bf16 where the GPU computes it natively
-    (Ampere and newer), fp32 elsewhere.
-
-    ``torch.cuda.is_bf16_supported()`` also answers yes for GPUs that only emulate bf16 (a V100, a T4), where
-    it is slower than fp32; only native support counts here. A study records the resolved value in its
-    definition, so resuming it on other hardware is refused rather than mixing precisions.
-    """
-    cuda = torch.cuda.is_available()
-    native_bf16 = cuda and torch.cuda.is_bf16_supported(including_emulation=False)
-    if precision == "auto":
-        precision = "bf16" if native_bf16 else "fp32"
-    if precision in ("bf16", "fp16") and not cuda:
-        logger.warning("precision %s needs a GPU; training in fp32 on the CPU", precision)
-        precision = "fp32"
-    if precision == "bf16" and not native_bf16:
-        logger.warning("training.precision is bf16, which this GPU only emulates (slower than fp32); as asked")
-    return precision
-
-
-def resolve_precision(precision: str) -> dict[str, bool]:
-    """TrainingArguments flags for ``precision`` (see :func:`effective_precision`)."""
-    cuda = torch.cuda.is_available()
-    precision = effective_precision(precision)
-    flags = {"bf16": precision == "bf16", "fp16": precision == "fp16"}
-    if cuda and torch.cuda.get_device_capability()[0] >= 8:
-        flags["tf32"] = True  # Ampere and newer: TF32 matmuls for whatever stays in fp32
-    return flags
-
-
 def train_and_evaluate(
     setup: TrainingSetup,
     base_model: torch.nn.Module,
@@ -258,33 +227,6 @@ def trial_arguments(setup: TrainingSetup, output_dir: str, **arguments: Any) -> 
     )
 
 
-@contextlib.contextmanager
-def frozen_for_garbage_collection() -> Iterator[None]:
-    """Keep every object alive at entry (imported modules, loaded data, the base model) out of the collector's
-    scans while the block runs, e.g. a study's trials.
-
-    Each trial's Trainer calls ``gc.collect()`` (accelerate's ``free_memory`` at the start of ``train``), and
-    CPython's collector walks every tracked object: with torch, transformers and peft imported that took
-    0.22 s per trial on the demo's CPU, about 7% of a small trial. Objects made inside the block (each
-    trial's model and Trainer) are collected as before; frozen ones are still freed when their reference
-    count drops. The freeze is undone on exit, so a process that goes on (a test, a benchmark) is not left
-    with a collector that skips its objects.
-    """
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
-def free_accelerator_memory() -> None:
-    """Collect garbage and return cached CUDA blocks to the driver (a no-op on a CPU)."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def _train_once(
     setup: TrainingSetup,
     base_model: torch.nn.Module,
@@ -295,7 +237,6 @@ def _train_once(
     accumulation: int,
     on_epoch: Callable[[int, dict[str, float]], None] | None,
 ) -> TrialOutcome:
-
     started = time.perf_counter()
     # Every attempt starts from the same RNG state, so the same parameters build the same adapters and
     # draw the same batches, in this process or a fresh one.
@@ -304,52 +245,19 @@ def _train_once(
         base_model, setup.task, setup.method, params, setup.lora_target_modules, setup.lora_modules_to_save
     )
     trainable, total = count_parameters(model)
-    lora_targets, lora_to_save = None, None
-    if method_spec(setup.method).is_adapter:
-        # As peft applied them: the head it adds for the task type (classifier, score, qa_outputs, ...)
-        # and what it matched by suffix, not what we asked for.
-        lora_targets = resolve_lora_modules(base_model, setup.lora_target_modules, setup.lora_modules_to_save)[0]
-        lora_to_save = sorted(model.peft_config["default"].modules_to_save or [])
+    lora_targets, lora_to_save = _applied_lora_modules(setup, base_model, model)
     precision = effective_precision(setup.precision)
-    steps_per_epoch = max(1, math.ceil(len(data.train) / (batch_size * accumulation)))
     scratch = Path(setup.scratch_dir or tempfile.gettempdir())
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch, prefix="trial-") as output_dir:
-        args = trial_arguments(
-            setup,
-            output_dir,
-            learning_rate=params.learning_rate,
-            per_device_train_batch_size=batch_size,
-            gradient_accumulation_steps=accumulation,
-            num_train_epochs=params.num_train_epochs,
-            # transformers 5: a float in [0, 1) is a ratio of the total steps (warmup_ratio is gone).
-            warmup_steps=float(params.warmup_ratio),
-            weight_decay=params.weight_decay,
-            lr_scheduler_type="linear",
-            eval_strategy="epoch",
-            save_strategy="no",
-            # A few loss logs per epoch: enough for the NaN guard to stop a diverged trial early.
-            logging_strategy="steps",
-            logging_steps=max(1, steps_per_epoch // 4),
-            logging_nan_inf_filter=False,
-            disable_tqdm=not sys.stderr.isatty(),
-            dataloader_pin_memory=torch.cuda.is_available(),
-            **resolve_precision(precision),
-        )
+        args = _training_arguments(setup, output_dir, params, len(data.train), batch_size, accumulation, precision)
         epoch_callback = EpochCallback(on_epoch)
         trainer, scorer = make_trainer(
             setup.task, model, tokenizer, data, args, [epoch_callback.callback], setup.qa_postprocessing
         )
         train_output = trainer.train()
         n_gpu = int(args.n_gpu) if torch.cuda.is_available() else 0
-    if not math.isfinite(train_output.training_loss):
-        raise NaNLossError(f"training loss is {train_output.training_loss}")
-    if not epoch_callback.history:
-        raise RuntimeError("training finished without an evaluation; num_train_epochs must be >= 1")
-    final = epoch_callback.history[-1]
-    metric = setup.task.metric
-    if metric not in final or not math.isfinite(final[metric]):
-        raise NaNLossError(f"evaluation returned {metric}={final.get(metric)}")
+    final = _final_metrics(setup, train_output.training_loss, epoch_callback.history)
     confirmation_metrics = None
     if setup.score_confirmation and data.confirmation is not None:
         # A separate pass with the trial's evaluation arguments; the objective is untouched by it.
@@ -357,7 +265,7 @@ def _train_once(
     trained = trainer.model if setup.keep_model else None
     del trainer, model
     return TrialOutcome(
-        value=final[metric],
+        value=final[setup.task.metric],
         metrics=final,
         history=epoch_callback.history,
         train_seconds=time.perf_counter() - started,
@@ -376,3 +284,67 @@ def _train_once(
         confirmation_metrics=confirmation_metrics,
         training_loss=float(train_output.training_loss),
     )
+
+
+def _applied_lora_modules(
+    setup: TrainingSetup, base_model: torch.nn.Module, model: torch.nn.Module
+) -> tuple[list[str] | None, list[str] | None]:
+    """The modules an adapter method wrapped and saved in full, as peft applied them: the head it adds for
+    the task type (classifier, score, qa_outputs, ...) and what it matched by suffix, not what was asked for.
+    ``(None, None)`` for a method without adapters."""
+    if not method_spec(setup.method).is_adapter:
+        return None, None
+    targets = resolve_lora_modules(base_model, setup.lora_target_modules, setup.lora_modules_to_save)[0]
+    return targets, sorted(model.peft_config["default"].modules_to_save or [])
+
+
+def _training_arguments(
+    setup: TrainingSetup,
+    output_dir: str,
+    params: HyperParameters,
+    train_rows: int,
+    batch_size: int,
+    accumulation: int,
+    precision: str,
+) -> Any:
+    """A trial's ``TrainingArguments``: its hyperparameters, evaluated each epoch, nothing saved."""
+    steps_per_epoch = max(1, math.ceil(train_rows / (batch_size * accumulation)))
+    return trial_arguments(
+        setup,
+        output_dir,
+        learning_rate=params.learning_rate,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation,
+        num_train_epochs=params.num_train_epochs,
+        # transformers 5: a float in [0, 1) is a ratio of the total steps (warmup_ratio is gone).
+        warmup_steps=float(params.warmup_ratio),
+        weight_decay=params.weight_decay,
+        lr_scheduler_type="linear",
+        eval_strategy="epoch",
+        save_strategy="no",
+        # A few loss logs per epoch: enough for the NaN guard to stop a diverged trial early.
+        logging_strategy="steps",
+        logging_steps=max(1, steps_per_epoch // 4),
+        logging_nan_inf_filter=False,
+        disable_tqdm=not sys.stderr.isatty(),
+        dataloader_pin_memory=torch.cuda.is_available(),
+        **resolve_precision(precision),
+    )
+
+
+def _final_metrics(setup: TrainingSetup, training_loss: float, history: list[dict[str, float]]) -> dict[str, float]:
+    """The last epoch's metrics, or the error that makes the trial a failure rather than a bogus score.
+
+    Raises:
+        NaNLossError: the training loss or the objective is not finite.
+        RuntimeError: no epoch was evaluated.
+    """
+    if not math.isfinite(training_loss):
+        raise NaNLossError(f"training loss is {training_loss}")
+    if not history:
+        raise RuntimeError("training finished without an evaluation; num_train_epochs must be >= 1")
+    final = history[-1]
+    metric = setup.task.metric
+    if metric not in final or not math.isfinite(final[metric]):
+        raise NaNLossError(f"evaluation returned {metric}={final.get(metric)}")
+    return final
