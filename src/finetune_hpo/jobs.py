@@ -15,7 +15,7 @@ from finetune_hpo.export import ExportError
 from finetune_hpo.gpus import GpuClaimError
 from finetune_hpo.reload import EvaluationError
 from finetune_hpo.storage import StudyError
-from finetune_hpo.transfer import TransferError
+from finetune_hpo.transfer_sources import TransferError
 
 logger = logging.getLogger("finetune_hpo")
 
