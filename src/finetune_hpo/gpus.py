@@ -138,7 +138,13 @@ def claim_gpu(
         logger.info("%s: GPU %s assigned by the environment (CUDA_VISIBLE_DEVICES)", step, candidates[0])
         return candidates[0]
     _warn_if_cuda_initialised()
-    lock_dir = lock_dir or default_lock_dir(environ)
+    return _wait_for_free_gpu(lock_dir or default_lock_dir(environ), candidates, environ, step, poll_seconds)
+
+
+def _wait_for_free_gpu(
+    lock_dir: Path, candidates: list[str], environ: MutableMapping[str, str], step: str, poll_seconds: float
+) -> str:
+    """Lock a free GPU among ``candidates``, retrying every ``poll_seconds`` while other jobs hold them all."""
     announced_wait = False
     while True:
         index = _lock_free_gpu(lock_dir, candidates, environ, step)
