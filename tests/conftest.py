@@ -40,7 +40,7 @@ TINY_MODEL_PRETRAIN_STEPS = 600
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny BERT pretrained like the demo's (WordPiece vocabulary of the demo corpus, masked-LM), built
     once per session (about 20 s on 2 cores)."""
-    from finetune_hpo.demo import build_tiny_model, write_corpus
+    from finetune_hpo.demo_model import build_tiny_model, write_corpus
 
     root = tmp_path_factory.mktemp("tiny_model")
     write_corpus(root / "corpus.txt", n_sentences=TINY_MODEL_CORPUS_SENTENCES, seed=0)

@@ -190,6 +190,13 @@ def test_help_is_plain_text_with_a_description_and_the_choices() -> None:
     assert "default: print them only" in evaluate and "scores.json" not in evaluate
 
 
+def test_every_command_the_parser_knows_has_a_function_that_runs_it() -> None:
+    from finetune_hpo.cli import COMMANDS
+    from finetune_hpo.cli_parser import COMMAND_ARGUMENTS
+
+    assert [name for name, _, _ in COMMAND_ARGUMENTS] == list(COMMANDS)
+
+
 def test_evaluate_reload_names_where_the_head_comes_from_and_writes_only_with_out(
     tmp_path: Path, tiny_model: Path, realdata: Path
 ) -> None:

@@ -8,13 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from finetune_hpo.demo import corpus_vocabulary, write_corpus
+from finetune_hpo.demo_model import corpus_sentences, corpus_vocabulary, write_corpus
 from tests.conftest import REPO
 
 BUILD = """
 import sys
 from pathlib import Path
-from finetune_hpo.demo import build_tiny_model
+from finetune_hpo.demo_model import build_tiny_model
 build_tiny_model(Path(sys.argv[1]), Path(sys.argv[2]), seed=3, pretrain_steps=8, hidden_size=64, threads=2)
 """
 
@@ -51,7 +51,7 @@ def test_every_word_the_generators_use_is_one_token_and_no_task_text_is_unknown(
 
     from finetune_hpo import demo
 
-    vocabulary = corpus_vocabulary(demo.corpus_sentences(20000, seed=42))  # the demo's corpus
+    vocabulary = corpus_vocabulary(corpus_sentences(20000, seed=42))  # the demo's corpus
     assert len(vocabulary) == len(set(vocabulary))
     assert vocabulary[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(vocabulary)}, do_lower_case=True)
@@ -74,13 +74,13 @@ def test_pretraining_logs_its_first_step_and_then_by_the_clock(tmp_path: Path, c
     # step is logged at once, then a line at least every progress_seconds, with the speed and time left.
     import logging
 
-    from finetune_hpo.demo import build_tiny_model
+    from finetune_hpo.demo_model import build_tiny_model
 
     corpus = tmp_path / "corpus.txt"
     write_corpus(corpus, n_sentences=300, seed=0)
-    with caplog.at_level(logging.INFO, logger="finetune_hpo.demo"):
+    with caplog.at_level(logging.INFO, logger="finetune_hpo.demo_model"):
         build_tiny_model(corpus, tmp_path / "model", seed=3, pretrain_steps=4, hidden_size=64, progress_seconds=0)
-    lines = [record.getMessage() for record in caplog.records if record.name == "finetune_hpo.demo"]
+    lines = [record.getMessage() for record in caplog.records if record.name == "finetune_hpo.demo_model"]
     assert lines[0].startswith("masked-LM pretraining of a 64-wide, 2-layer BERT") and "4 steps" in lines[0]
     steps = [line.split()[2] for line in lines[1:]]
     assert steps == ["1/4", "2/4", "3/4", "4/4"]

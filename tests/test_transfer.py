@@ -17,16 +17,9 @@ from optuna.trial import TrialState
 from finetune_hpo.config import check_config, planned_studies, study_settings
 from finetune_hpo.export import write_optimal_config
 from finetune_hpo.storage import StudyPaths, open_storage
-from finetune_hpo.transfer import (
-    SourceTrial,
-    TransferError,
-    build_portfolio,
-    enqueue_portfolio,
-    load_source_trials,
-    map_params,
-    map_value,
-    rank_trials,
-)
+from finetune_hpo.transfer import build_portfolio, enqueue_portfolio
+from finetune_hpo.transfer_mapping import map_params, map_value
+from finetune_hpo.transfer_sources import SourceTrial, TransferError, load_source_trials, rank_trials
 from finetune_hpo.trial_records import write_trials_table
 from tests.conftest import REPO, real_config
 from tests.helpers import trial_provenance

@@ -30,7 +30,8 @@ from benchmarks.tabular.simulate import (
 )
 from benchmarks.tabular.stats import fmt_ci, ratio_bootstrap
 from benchmarks.tabular.tables import Table, load_tables, table_facts
-from finetune_hpo.transfer import SourceTrial, build_portfolio, rank_trials
+from finetune_hpo.transfer import build_portfolio
+from finetune_hpo.transfer_sources import SourceTrial, rank_trials
 
 PORTFOLIO_SIZES = (1, 2, 3, 4, 5)
 N_STARTUP = 4  # the workflow's n_startup_trials (config/config.yaml)

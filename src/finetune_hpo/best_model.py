@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from finetune_hpo.config import looks_like_local_path
+from finetune_hpo.config_paths import looks_like_local_path
 from finetune_hpo.io import apply_umask, write_text_atomic
 from finetune_hpo.methods import method_spec
 from finetune_hpo.settings import StudySettings

@@ -4,7 +4,7 @@ The Snakemake rules' scripts (``workflow/scripts/``) call the same functions; th
 config, running, exporting or rescoring one study outside Snakemake, and generating the demo data. It
 reads the config Snakemake reads for the same ``--profile``/``--directory``/``--configfile``
 (:func:`finetune_hpo.config_sources.workflow_config_sources`) and finds files where the workflow writes them
-(:class:`ResultsLayout`).
+(:class:`ResultsLayout`). Each command's arguments are in :mod:`finetune_hpo.cli_parser`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from finetune_hpo.cli_parser import build_parser
 from finetune_hpo.config import ConfigError, method_search_space, planned_studies, study_settings
 from finetune_hpo.config_sources import ConfigSources, load_config, workflow_config_sources
 from finetune_hpo.data import DataError
@@ -25,24 +27,13 @@ from finetune_hpo.evaluation import write_scores
 from finetune_hpo.export import export_study
 from finetune_hpo.gpus import claim_gpu
 from finetune_hpo.jobs import workflow_job
-from finetune_hpo.methods import METHODS
 from finetune_hpo.report import render_terminal, write_summary
 from finetune_hpo.review import StudyFiles, review_phase1
 from finetune_hpo.settings import StudySettings
 from finetune_hpo.storage import StudyPaths
-from finetune_hpo.tasks import TASKS
 from finetune_hpo.transfer import portfolio_from_files, render_enqueue
 
-# Tasks are the config's: the built-in ones, or any it declares (tasks.<name>.definition).
-TASK_HELP = f"(built-in: {', '.join(sorted(TASKS))}; or one the config declares)"
-
 logger = logging.getLogger("finetune_hpo")
-
-DESCRIPTION = """The steps of the Phase 1 workflow that you run by hand: check a config and list the
-studies Snakemake would plan (validate), run, confirm or export one study outside Snakemake, review the
-finished studies (check), rescore a saved model (evaluate) and write the demo's data (demo-data). Each
-command that reads a config reads what Snakemake reads for the same --profile, --directory and
---configfile; run one with --help for its options."""
 
 
 @dataclass(frozen=True)
@@ -133,13 +124,6 @@ def _study_settings(config: dict, task: str, method: str) -> StudySettings:
     if method not in config["methods"]:
         raise ConfigError(f"--method: {method!r} is not a method of this config; it has {', '.join(config['methods'])}")
     return study_settings(config, task, method)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
@@ -310,170 +294,23 @@ def cmd_demo_data(args: argparse.Namespace) -> None:
         print(f"wrote {Path(args.out) / task}/{{train,validation}}.jsonl")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="finetune-hpo", description=DESCRIPTION)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def add_command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=summary, description=f"{summary[0].upper()}{summary[1:]}. {description}")
-
-    def with_config(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--directory",
-            metavar="DIR",
-            help="the working directory, as snakemake --directory: its config/config.yaml is the config, "
-            "relative paths in the config are relative to it, results/ and analysis/ are read and written in "
-            "it, and run-study and confirm run in it as Snakemake's jobs do (default: the profile's directory, "
-            "else the current one)",
-        )
-        p.add_argument(
-            "--profile",
-            metavar="DIR",
-            help="a Snakemake profile (e.g. profiles/vm1): its configfiles, directory and config apply as in "
-            "snakemake --profile",
-        )
-        p.add_argument(
-            "--configfile",
-            nargs="+",
-            metavar="FILE",
-            help="config files merged onto DIR/config/config.yaml (or onto --config), in order, as snakemake "
-            "--configfile merges them (they replace the profile's configfiles)",
-        )
-        p.add_argument(
-            "--config",
-            nargs="+",
-            metavar="FILE",
-            help="the config: exactly these files, each merged onto the ones before (default: what Snakemake "
-            "reads, DIR/config/config.yaml and the profile's configfiles)",
-        )
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-
-    def with_study(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--task", required=True, help=f"the study's task, one of the config's {TASK_HELP}")
-        p.add_argument("--method", required=True, choices=METHODS, help="the study's method")
-        p.add_argument("--results", help="results folder (default: DIR/results)")
-
-    p = add_command(
-        "validate",
-        "check a config and list the studies it plans",
-        "Checks the schema (one line per problem, naming the key), names, ranges and search spaces, that "
-        "local data files exist with the task's columns and enough rows for the training tier and the "
-        "selection set, and that the profile's vm is defined; then prints the files it merged and the "
-        "studies Snakemake would plan for the same options.",
-    )
-    with_config(p)
-    p.set_defaults(func=cmd_validate)
-
-    p = add_command(
-        "run-study",
-        "run or resume one study on prepared data",
-        "Needs the task's tier and tokenized data (results/data/TASK, results/tokenized/TASK), which "
-        "Snakemake prepares. Stops at exactly optuna.n_trials COMPLETE trials.",
-    )
-    with_config(p)
-    with_study(p)
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default: %(default)s)")
-    p.add_argument("--new-study", action="store_true", help="accept a changed study definition")
-    p.set_defaults(func=cmd_run_study)
-
-    p = add_command(
-        "confirm",
-        "run or resume a finished study's confirmation stage",
-        "Retrains the study's top selection.confirm_top_k configurations with confirm_seeds seeds and "
-        "writes results/studies/STUDY/confirmation.json.",
-    )
-    with_config(p)
-    with_study(p)
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default: %(default)s)")
-    p.set_defaults(func=cmd_confirm)
-
-    p = add_command(
-        "export",
-        "export a finished study's best configuration",
-        "Writes analysis/TASK_METHOD_optimal.yaml, the file Phase 2 reads, validated against its schema.",
-    )
-    with_config(p)
-    with_study(p)
-    p.add_argument("--out", help="output YAML (default: DIR/analysis/TASK_METHOD_optimal.yaml)")
-    p.set_defaults(func=cmd_export)
-
-    p = add_command(
-        "check",
-        "review Phase 1",
-        "Prints the review table of the planned studies and writes it to results/summary.md and .csv; exits "
-        "non-zero when an export is missing or invalid or a saved model does not reproduce its score. With "
-        "nothing to review (no export and no trials table) it writes nothing and says where it looked.",
-    )
-    with_config(p)
-    p.add_argument("--tasks", nargs="*", help=f"tasks to review (default: the planned ones) {TASK_HELP}")
-    p.add_argument("--results", help="results folder (default: DIR/results)")
-    p.add_argument("--analysis", help="folder of the optimal configs (default: DIR/analysis)")
-    p.set_defaults(func=cmd_check)
-
-    p = add_command(
-        "evaluate",
-        "score a saved model on data files with plain transformers/peft",
-        "Reloads a model the workflow saved (results/studies/STUDY/best_model: full weights, or a LoRA "
-        "adapter with its trained head) without the Trainer and prints its score on each file.",
-    )
-    p.add_argument("--model", required=True, help="the saved model's folder")
-    p.add_argument("--task", required=True, help=f"the task, which must be the model's {TASK_HELP}")
-    p.add_argument(
-        "--data", required=True, action="append", help="a file in the task's hub schema (repeat for several)"
-    )
-    p.add_argument(
-        "--out",
-        help="also write the scores as JSON to this file (default: print them only; the model's folder is the "
-        "study's, swapped when a later trial wins, so nothing is written into it)",
-    )
-    p.add_argument("--batch-size", type=int, default=32, help="rows per forward pass (default: %(default)s)")
-    p.add_argument(
-        "--base-model", help="LoRA: the base model to load the adapter on (default: the one it was trained on)"
-    )
-    p.set_defaults(func=cmd_evaluate)
-
-    p = add_command(
-        "portfolio",
-        "print the best configurations of finished studies as an optuna.enqueue list",
-        "Takes each source study's COMPLETE trials by rank, interleaves them across the sources, maps them into "
-        "the method's search space (clipped to a range's bound, the nearest choice, a parameter the space lacks "
-        "dropped) and prints a YAML list to paste under optuna.enqueue, each entry after comments naming its "
-        "source and what was mapped.",
-    )
-    with_config(p)
-    p.add_argument(
-        "--from",
-        dest="sources",
-        nargs="+",
-        required=True,
-        metavar="PATH",
-        help="finished studies: study folders (results/studies/<study>/), trials.csv files or optimal YAMLs; "
-        "the portfolio takes rank 1 of each in this order, then rank 2, ...",
-    )
-    p.add_argument("--method", required=True, choices=METHODS, help="the target study's method")
-    p.add_argument("--size", type=_positive_int, default=3, help="configurations (default: %(default)s)")
-    p.add_argument("--task", help="the target task: its search_space_overrides apply")
-    p.set_defaults(func=cmd_portfolio)
-
-    p = add_command(
-        "demo-data",
-        "write the demo's synthetic data for some tasks",
-        "Writes OUT/TASK/{train,validation}.jsonl in each task's hub schema, as rule generate_demo_data does.",
-    )
-    p.add_argument("--out", default="resources/synthetic", help="folder (default: %(default)s)")
-    p.add_argument("--tasks", nargs="*", choices=sorted(GENERATORS), help="tasks (default: all)")
-    p.add_argument("--train", type=int, default=1000, help="training rows (default: %(default)s)")
-    p.add_argument("--validation", type=int, default=400, help="validation rows (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=42, help="(default: %(default)s)")
-    p.set_defaults(func=cmd_demo_data)
-    return parser
+# The function that runs each command cli_parser parses, by its name.
+COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "validate": cmd_validate,
+    "run-study": cmd_run_study,
+    "confirm": cmd_confirm,
+    "export": cmd_export,
+    "check": cmd_check,
+    "evaluate": cmd_evaluate,
+    "portfolio": cmd_portfolio,
+    "demo-data": cmd_demo_data,
+}
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     with workflow_job(None, logging.DEBUG if args.verbose else logging.INFO):
-        args.func(args)
+        COMMANDS[args.command](args)
 
 
 if __name__ == "__main__":  # pragma: no cover

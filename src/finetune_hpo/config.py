@@ -1,5 +1,6 @@
 """The experiment configuration: schema validation, the checks a schema cannot express, typed views
-(where a run's config comes from is :mod:`finetune_hpo.config_sources`).
+(where a run's config comes from is :mod:`finetune_hpo.config_sources`; the checks of the files it names,
+:mod:`finetune_hpo.config_paths`).
 
 Both the Snakefile and the CLI go through :func:`check_config`, so a typo is caught the same way before any
 job starts, with one line per problem that names the key: ``Invalid configuration: <key>: <problem>``.
@@ -13,25 +14,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from finetune_hpo.config_paths import check_model_path, check_task_data_files
 from finetune_hpo.config_schema import ConfigError, validate_schema
-from finetune_hpo.data import (
-    SUPPORTED_DATA_SUFFIXES,
-    DataError,
-    check_columns,
-    count_rows,
-    read_columns,
-    selection_size,
-)
+from finetune_hpo.data import DataError
 from finetune_hpo.methods import METHODS
 from finetune_hpo.search_space import SearchSpaceError, build_search_space
 from finetune_hpo.settings import StudySettings, build_study_settings, configured_sources
 from finetune_hpo.tasks import TASKS, TaskDefinitionError, resolve_task
 
 logger = logging.getLogger(__name__)
-
-# Where rule generate_demo_data writes a task's synthetic split, relative to the working directory
-# (workflow/rules/demo.smk builds its outputs from it).
-DEMO_DATA_FILE = "resources/synthetic/{task}/{split}.jsonl"
 
 
 def check_config(
@@ -70,7 +61,7 @@ def check_config(
     collect(_check_names, config)
     if problems:  # the checks below look tasks and methods up by name
         raise ConfigError(*problems)
-    collect(_check_model, config, workdir)
+    collect(check_model_path, config, workdir)
     collect(_check_workers, config)
     collect(_check_transfer, config)
     collect(_check_enqueue_names, config)
@@ -78,7 +69,7 @@ def check_config(
         for method in config["methods"]:
             collect(_check_study, config, task_name, method)
         if check_data_files:
-            collect(_check_data_files, config, task_name, workdir)
+            collect(check_task_data_files, config, task_name, workdir)
     if problems:
         raise ConfigError(*problems)
     return config
@@ -281,111 +272,6 @@ def _check_workers(config: Mapping[str, Any]) -> None:
             f"optuna.workers_per_study: {workers} workers need a shared RDB storage (optuna.storage: "
             "postgresql://... or env:VAR); a journal file or SQLite is unsafe across machines"
         )
-
-
-def looks_like_local_path(name: str) -> bool:
-    """A hub id is ``name`` or ``org/name``; anything else (``./x``, ``/abs``, ``a/b/c``) is a local path."""
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1
-
-
-def _in_workdir(workdir: Path, path: str | Path) -> Path:
-    """Where a relative path of the config points: Snakemake resolves it in its working directory."""
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else workdir / path
-
-
-def _check_model(config: Mapping[str, Any], workdir: Path) -> None:
-    name = str(config["model"]["name_or_path"])
-    if config["demo"]["build_model"]:
-        return  # rule build_demo_model writes it
-    if looks_like_local_path(name) and not _in_workdir(workdir, name).is_dir():
-        raise ConfigError(f"model.name_or_path: local model directory {name} does not exist{_looked_in(workdir, name)}")
-
-
-def _looked_in(workdir: Path, path: str) -> str:
-    """Where a relative path was looked for, when that is not the current directory."""
-    if workdir == Path(".") or Path(path).expanduser().is_absolute():
-        return ""
-    return f" (looked for {_in_workdir(workdir, path)})"
-
-
-def _check_data_files(config: Mapping[str, Any], task_name: str, workdir: Path) -> None:
-    """The task's local files exist (or the demo writes them), have the task's columns, and hold the rows
-    its tier and selection set draw."""
-    task_config = config["tasks"][task_name]
-    data_files = task_config.get("data_files")
-    if not data_files:
-        definition = task_config.get("definition") or {}
-        if definition and not definition.get("hub_path"):
-            raise ConfigError(
-                f"tasks.{task_name}.data_files: missing; a task declared in the config reads local files "
-                "(or give definition.hub_path)"
-            )
-        return
-    demo = config["demo"]
-    rows: dict[str, tuple[int, str]] = {}
-    problems = []
-    for split in ("train", "validation"):
-        key = f"tasks.{task_name}.data_files.{split}"
-        if not data_files.get(split):
-            problems.append(f"{key}: missing; give a file for both 'train' and 'validation'")
-            continue
-        written = str(data_files[split])
-        path = _in_workdir(workdir, written)
-        if path.suffix not in SUPPORTED_DATA_SUFFIXES:
-            problems.append(
-                f"{key}: {written} has an unsupported suffix; use one of {', '.join(SUPPORTED_DATA_SUFFIXES)}"
-            )
-            continue
-        generated = _in_workdir(workdir, DEMO_DATA_FILE.format(task=task_name, split=split))
-        if not path.exists():
-            if demo["synthetic_data"] and path.resolve() == generated.resolve():
-                # Rule generate_demo_data writes it, with demo.examples_per_split rows.
-                rows[split] = (demo["examples_per_split"][split], f"demo.examples_per_split.{split}")
-                continue
-            hint = (
-                f"; the demo generates only {DEMO_DATA_FILE.format(task=task_name, split=split)}"
-                if demo["synthetic_data"]
-                else ""
-            )
-            problems.append(f"{key}: file {written} does not exist{_looked_in(workdir, written)}{hint}")
-            continue
-        try:
-            check_columns(path, resolve_task(task_name, task_config), where=key)
-            rows[split] = (count_rows(path), written)
-        except DataError as err:
-            problems.append(str(err))
-            continue
-        group_column = task_config.get("group_column")
-        if split == "validation" and group_column and group_column not in read_columns(path):
-            problems.append(
-                f"tasks.{task_name}.group_column: column {group_column!r} is not in {written} "
-                f"(columns: {', '.join(read_columns(path))})"
-            )
-    problems.extend(_row_problems(task_name, task_config, rows))
-    if problems:
-        raise ConfigError(*problems)
-
-
-def _row_problems(task_name: str, task_config: Mapping[str, Any], rows: Mapping[str, tuple[int, str]]) -> list[str]:
-    """The tier and the selection set must fit the rows of the files they are drawn from."""
-    problems = []
-    train_size = int(task_config["train_size"])
-    if "train" in rows and train_size > rows["train"][0]:
-        available, source = rows["train"]
-        problems.append(
-            f"tasks.{task_name}.train_size: {train_size} training examples asked, but {source} has {available} "
-            "rows; lower train_size or give a larger file"
-        )
-    selection = selection_size(train_size, float(task_config["validation_fraction"]))
-    if "validation" in rows and selection > rows["validation"][0]:
-        available, source = rows["validation"]
-        problems.append(
-            f"tasks.{task_name}.validation_fraction: the selection set needs {selection} rows "
-            f"({task_config['validation_fraction']} x train_size {train_size}), but {source} has {available}; "
-            "lower validation_fraction or train_size"
-        )
-    return problems
 
 
 def planned_tasks(config: Mapping[str, Any]) -> list[str]:

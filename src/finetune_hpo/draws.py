@@ -179,48 +179,64 @@ def subsample(
         DataError: a split is empty, has bad labels, is smaller than asked, or lacks ``group_column``.
     """
     sizes = {"train": train_size, "validation": selection_size(train_size, validation_fraction)}
-    drawn: dict[str, datasets.Dataset] = {}
-    chosen: dict[str, list[int]] = {}
     for split in SPLITS:
-        rows = splits[split]
-        check_rows(task, rows, split)
-        if sizes[split] > len(rows):
-            raise DataError(
-                f"task {task.name!r}: asked for {sizes[split]} {split} examples but the split has only "
-                f"{len(rows)}; lower tasks.{task.name}.train_size"
-                + (" or validation_fraction" if split == "validation" else "")
-            )
+        _check_split(task, splits[split], split, sizes[split])
     validation = splits["validation"]
     grouping = held_out_grouping(task, validation, sizes["validation"], group_column)
     groups = validation[grouping] if grouping else None
-    chosen["train"] = stratified_indices(strata(task, splits["train"]), sizes["train"], seed)
+    chosen = {"train": stratified_indices(strata(task, splits["train"]), sizes["train"], seed)}
     used: set[Any] = set()
     if groups is None:
         chosen["validation"] = stratified_indices(strata(task, validation), sizes["validation"], seed + 1)
     else:
         chosen["validation"], used = grouped_indices(groups, sizes["validation"], seed + 1)
-    for split in SPLITS:
-        drawn[split] = splits[split].select(chosen[split])
+    drawn = {split: splits[split].select(chosen[split]) for split in SPLITS}
     if confirmation_max_rows > 0:
-        selected = set(chosen["validation"])
-        remaining = [
-            index
-            for index in range(len(validation))
-            if index not in selected and (groups is None or groups[index] not in used)
-        ]
-        if remaining and groups is None:
-            labels = strata(task, validation.select(remaining))
-            picked = stratified_indices(labels, min(confirmation_max_rows, len(remaining)), seed + len(SPLITS))
-            drawn[CONFIRMATION_SPLIT] = validation.select([remaining[k] for k in picked])
-        elif remaining:
-            held_out, _ = grouped_indices(
-                [groups[index] for index in remaining], min(confirmation_max_rows, len(remaining)), seed + 2
-            )
-            drawn[CONFIRMATION_SPLIT] = validation.select([remaining[k] for k in held_out])
-        else:
-            logger.warning("task %s: no validation rows are left for confirmation", task.name)
+        confirmation = _draw_confirmation(
+            task, validation, set(chosen["validation"]), groups, used, confirmation_max_rows, seed
+        )
+        if confirmation is not None:
+            drawn[CONFIRMATION_SPLIT] = confirmation
     finest = [column for column in task.group_columns if column in validation.column_names]
     return Subsample(drawn, grouping, group_column or (finest[-1] if finest else None))
+
+
+def _check_split(task: TaskSpec, rows: datasets.Dataset, split: str, size: int) -> None:
+    """A split's labels are valid and it holds the ``size`` rows asked of it."""
+    check_rows(task, rows, split)
+    if size > len(rows):
+        raise DataError(
+            f"task {task.name!r}: asked for {size} {split} examples but the split has only "
+            f"{len(rows)}; lower tasks.{task.name}.train_size"
+            + (" or validation_fraction" if split == "validation" else "")
+        )
+
+
+def _draw_confirmation(
+    task: TaskSpec,
+    validation: datasets.Dataset,
+    selected: set[int],
+    groups: Sequence[Any] | None,
+    used_groups: set[Any],
+    max_rows: int,
+    seed: int,
+) -> datasets.Dataset | None:
+    """Up to ``max_rows`` validation rows outside the selection set (and, where rows come in ``groups``, outside
+    its groups): stratified, or by whole groups; ``None`` (logged) when no row is left."""
+    remaining = [
+        index
+        for index in range(len(validation))
+        if index not in selected and (groups is None or groups[index] not in used_groups)
+    ]
+    if not remaining:
+        logger.warning("task %s: no validation rows are left for confirmation", task.name)
+        return None
+    size = min(max_rows, len(remaining))
+    if groups is None:
+        picked = stratified_indices(strata(task, validation.select(remaining)), size, seed + len(SPLITS))
+    else:
+        picked, _ = grouped_indices([groups[index] for index in remaining], size, seed + 2)
+    return validation.select([remaining[k] for k in picked])
 
 
 def prepare_task_data(

@@ -130,15 +130,7 @@ def claim_gpu(
     if not candidates:
         logger.info("no GPU visible; %s runs on CPU", step)
         return None
-    if concurrent_jobs is not None and len(candidates) < concurrent_jobs:
-        visible = environ.get("CUDA_VISIBLE_DEVICES")
-        raise GpuClaimError(
-            f"{step}: the profile runs up to {concurrent_jobs} GPU jobs at once (resources: gpu={concurrent_jobs}) "
-            f"but only {len(candidates)} GPU(s) are visible ("
-            + (f"CUDA_VISIBLE_DEVICES={visible}" if visible is not None else "nvidia-smi")
-            + f"), so jobs would share one; set the profile's gpu={len(candidates)}, or unset CUDA_VISIBLE_DEVICES "
-            "to let each job claim its own"
-        )
+    _check_enough_gpus(candidates, concurrent_jobs, environ, step)
     if environ.get("CUDA_VISIBLE_DEVICES") is not None and len(candidates) == 1:
         # One device given to this job (SLURM gres, a container): nothing to choose, and under device
         # cgroups every job sees its own GPU as "0", so a host-wide lock on "0" would queue jobs that
@@ -146,31 +138,17 @@ def claim_gpu(
         logger.info("%s: GPU %s assigned by the environment (CUDA_VISIBLE_DEVICES)", step, candidates[0])
         return candidates[0]
     _warn_if_cuda_initialised()
-    lock_dir = lock_dir or default_lock_dir(environ)
+    return _wait_for_free_gpu(lock_dir or default_lock_dir(environ), candidates, environ, step, poll_seconds)
+
+
+def _wait_for_free_gpu(
+    lock_dir: Path, candidates: list[str], environ: MutableMapping[str, str], step: str, poll_seconds: float
+) -> str:
+    """Lock a free GPU among ``candidates``, retrying every ``poll_seconds`` while other jobs hold them all."""
     announced_wait = False
     while True:
-        for index in candidates:
-            try:
-                lock_dir.mkdir(parents=True, exist_ok=True)
-                lock_fd = _try_lock(_lock_path(lock_dir, index))
-            except PermissionError as err:
-                # Typically a lock folder left by another user of a shared host.
-                raise PermissionError(
-                    f"cannot take a GPU lock in {lock_dir}: {err.strerror}; "
-                    f"set {LOCK_DIR_ENV} to a folder every study job of this host can write"
-                ) from err
-            if lock_fd is None:
-                continue
-            _held_gpus.append(_HeldGpu(index, lock_fd, environ, environ.get("CUDA_VISIBLE_DEVICES")))
-            environ["CUDA_VISIBLE_DEVICES"] = index
-            logger.info(
-                "%s: claimed GPU %s of %s (lock %s); CUDA_VISIBLE_DEVICES=%s",
-                step,
-                index,
-                ",".join(candidates),
-                _lock_path(lock_dir, index),
-                index,
-            )
+        index = _lock_free_gpu(lock_dir, candidates, environ, step)
+        if index is not None:
             return index
         if not announced_wait:
             # Once, not per poll: a queue of jobs would otherwise fill their logs while they wait.
@@ -181,6 +159,51 @@ def claim_gpu(
             )
             announced_wait = True
         time.sleep(poll_seconds)
+
+
+def _check_enough_gpus(
+    candidates: list[str], concurrent_jobs: int | None, environ: Mapping[str, str], step: str
+) -> None:
+    """Raise :class:`GpuClaimError` when fewer GPUs are visible than GPU jobs may run at once."""
+    if concurrent_jobs is None or len(candidates) >= concurrent_jobs:
+        return
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    raise GpuClaimError(
+        f"{step}: the profile runs up to {concurrent_jobs} GPU jobs at once (resources: gpu={concurrent_jobs}) "
+        f"but only {len(candidates)} GPU(s) are visible ("
+        + (f"CUDA_VISIBLE_DEVICES={visible}" if visible is not None else "nvidia-smi")
+        + f"), so jobs would share one; set the profile's gpu={len(candidates)}, or unset CUDA_VISIBLE_DEVICES "
+        "to let each job claim its own"
+    )
+
+
+def _lock_free_gpu(lock_dir: Path, candidates: list[str], environ: MutableMapping[str, str], step: str) -> str | None:
+    """One pass over ``candidates``: lock the first free GPU, hold it and point ``CUDA_VISIBLE_DEVICES`` at it;
+    ``None`` when every one is locked by another job."""
+    for index in candidates:
+        try:
+            lock_dir.mkdir(parents=True, exist_ok=True)
+            lock_fd = _try_lock(_lock_path(lock_dir, index))
+        except PermissionError as err:
+            # Typically a lock folder left by another user of a shared host.
+            raise PermissionError(
+                f"cannot take a GPU lock in {lock_dir}: {err.strerror}; "
+                f"set {LOCK_DIR_ENV} to a folder every study job of this host can write"
+            ) from err
+        if lock_fd is None:
+            continue
+        _held_gpus.append(_HeldGpu(index, lock_fd, environ, environ.get("CUDA_VISIBLE_DEVICES")))
+        environ["CUDA_VISIBLE_DEVICES"] = index
+        logger.info(
+            "%s: claimed GPU %s of %s (lock %s); CUDA_VISIBLE_DEVICES=%s",
+            step,
+            index,
+            ",".join(candidates),
+            _lock_path(lock_dir, index),
+            index,
+        )
+        return index
+    return None
 
 
 def release_gpu() -> None:

@@ -16,7 +16,7 @@ from finetune_hpo.gpus import GpuClaimError
 from finetune_hpo.reload import EvaluationError
 from finetune_hpo.review import ReviewFailed
 from finetune_hpo.storage import StudyError
-from finetune_hpo.transfer import TransferError
+from finetune_hpo.transfer_sources import TransferError
 
 logger = logging.getLogger("finetune_hpo")
 

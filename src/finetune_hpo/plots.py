@@ -188,11 +188,7 @@ def draw_lora_vs_full(reviews: Sequence[StudyReview]) -> plt.Figure:
     A hatched bar is one seed: its error bar holds the rows' noise only. The selection value (the best of
     the study's trials on the set that chose it, optimistic) is the black tick on each bar.
     """
-    by_task: dict[str, dict[str, StudyReview]] = {}
-    for review in reviews:
-        for method in METHODS:
-            if review.study_name.endswith(f"_{method}") and review.status == "OK":
-                by_task.setdefault(review.study_name.removesuffix(f"_{method}"), {})[method] = review
+    by_task = _ok_reviews_by_task(reviews)
     tasks = sorted(by_task)
     # Each method's place and colour come from the method registry, in its order.
     methods = [method for method in METHODS if any(method in by_task[task] for task in tasks)]
@@ -205,48 +201,16 @@ def draw_lora_vs_full(reviews: Sequence[StudyReview]) -> plt.Figure:
     )
     for axis, (label, value_of) in zip(axes, panels, strict=True):
         for offset, method in enumerate(methods):
-            colour = method_spec(method).colour
             shown = [t for t in tasks if method in by_task[t] and value_of(by_task[t][method]) is not None]
             if not shown:
                 continue
             studies = [by_task[t][method] for t in shown]
             positions = [tasks.index(t) + (offset - (len(methods) - 1) / 2) * width for t in shown]
             values = [float(value_of(r)) for r in studies]
-            if axis is not axes[0]:
-                axis.bar(positions, values, width, label=method_spec(method).title, color=colour)
-                continue
-            errors = [r.expected_standard_error or 0.0 for r in studies]
-            bars = axis.bar(
-                positions,
-                values,
-                width,
-                yerr=errors,
-                capsize=3,
-                label=method_spec(method).title,
-                color=colour,
-                hatch=[ONE_SEED_HATCH if (r.expected_seeds or 0) <= 1 else "" for r in studies],
-                edgecolor="white",
-            )
-            for bar, value in zip(bars, values, strict=True):  # inside the bar: error bars and ticks sit above
-                axis.text(
-                    bar.get_x() + bar.get_width() / 2,
-                    3,
-                    f"{value:.1f}",
-                    ha="center",
-                    va="bottom",
-                    fontsize=7,
-                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1},
-                )
-            selection = [(p, r.selection_value) for p, r in zip(positions, studies, strict=True)]
-            axis.scatter(
-                [p for p, v in selection if v is not None],
-                [v for _, v in selection if v is not None],
-                marker="_",
-                s=220,
-                color="black",
-                zorder=3,
-                label="selection value",
-            )
+            if axis is axes[0]:
+                _draw_expected_bars(axis, method, positions, values, studies, width)
+            else:
+                axis.bar(positions, values, width, label=method_spec(method).title, color=method_spec(method).colour)
         axis.set_xticks(range(len(tasks)), tasks)
         axis.set_title(label, fontsize=10)
         if label == "trainable parameters":
@@ -254,8 +218,68 @@ def draw_lora_vs_full(reviews: Sequence[StudyReview]) -> plt.Figure:
     # A correlation x 100 (Matthews) can be negative; scores in percent start at 0.
     lowest = min([0.0] + [float(r.expected_value) for t in tasks for r in by_task[t].values() if r.expected_value])
     axes[0].set_ylim(min(0.0, lowest - 10), 105)
-    handles = [Patch(color=method_spec(method).colour, label=method_spec(method).title) for method in methods]
-    handles += [
+    figure.legend(handles=_lora_vs_full_legend(methods), loc="outside lower center", ncol=3, fontsize=8)
+    figure.suptitle("LoRA vs full fine-tuning")
+    return figure
+
+
+def _ok_reviews_by_task(reviews: Sequence[StudyReview]) -> dict[str, dict[str, StudyReview]]:
+    """The reviews of the studies that passed, by task, then by method (from the study's name)."""
+    by_task: dict[str, dict[str, StudyReview]] = {}
+    for review in reviews:
+        for method in METHODS:
+            if review.study_name.endswith(f"_{method}") and review.status == "OK":
+                by_task.setdefault(review.study_name.removesuffix(f"_{method}"), {})[method] = review
+    return by_task
+
+
+def _draw_expected_bars(
+    axis: plt.Axes,
+    method: str,
+    positions: list[float],
+    values: list[float],
+    studies: list[StudyReview],
+    width: float,
+) -> None:
+    """One method's expected scores: bars with their standard errors (hatched: one seed), each value written
+    inside its bar, and the selection value as a black tick."""
+    bars = axis.bar(
+        positions,
+        values,
+        width,
+        yerr=[r.expected_standard_error or 0.0 for r in studies],
+        capsize=3,
+        label=method_spec(method).title,
+        color=method_spec(method).colour,
+        hatch=[ONE_SEED_HATCH if (r.expected_seeds or 0) <= 1 else "" for r in studies],
+        edgecolor="white",
+    )
+    for bar, value in zip(bars, values, strict=True):  # inside the bar: error bars and ticks sit above
+        axis.text(
+            bar.get_x() + bar.get_width() / 2,
+            3,
+            f"{value:.1f}",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1},
+        )
+    selection = [(p, r.selection_value) for p, r in zip(positions, studies, strict=True)]
+    axis.scatter(
+        [p for p, v in selection if v is not None],
+        [v for _, v in selection if v is not None],
+        marker="_",
+        s=220,
+        color="black",
+        zorder=3,
+        label="selection value",
+    )
+
+
+def _lora_vs_full_legend(methods: Sequence[str]) -> list[Patch | Line2D]:
+    """The methods' colours, what a hatched and a plain bar's error means, and the selection value's tick."""
+    return [
+        *(Patch(color=method_spec(method).colour, label=method_spec(method).title) for method in methods),
         Patch(
             facecolor="lightgray",
             edgecolor="white",
@@ -273,9 +297,6 @@ def draw_lora_vs_full(reviews: Sequence[StudyReview]) -> plt.Figure:
             label="selection value (best trial, optimistic)",
         ),
     ]
-    figure.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8)
-    figure.suptitle("LoRA vs full fine-tuning")
-    return figure
 
 
 def plot_lora_vs_full(reviews: Sequence[StudyReview], path: Path) -> None:

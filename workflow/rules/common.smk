@@ -6,13 +6,8 @@ from snakemake.utils import validate
 from pathlib import Path
 
 from finetune_hpo.best_model import BEST_MODEL_DIR
-from finetune_hpo.config import (
-    DEMO_DATA_FILE,
-    ConfigError,
-    check_config,
-    planned_tasks,
-    study_settings,
-)
+from finetune_hpo.config import ConfigError, check_config, planned_tasks, study_settings
+from finetune_hpo.config_paths import DEMO_DATA_FILE
 from finetune_hpo.config_schema import describe_invalid_config
 
 # Every problem is one line, `Invalid configuration: <key>: <problem>`, as `finetune-hpo validate` prints

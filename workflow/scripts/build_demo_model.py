@@ -3,7 +3,7 @@
 import logging
 from pathlib import Path
 
-from finetune_hpo.demo import build_tiny_model
+from finetune_hpo.demo_model import build_tiny_model
 from finetune_hpo.jobs import workflow_job
 
 smk = snakemake  # noqa: F821 - the object Snakemake injects into scripts

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from finetune_hpo.demo import write_corpus
+from finetune_hpo.demo_model import write_corpus
 from finetune_hpo.jobs import workflow_job
 
 smk = snakemake  # noqa: F821 - the object Snakemake injects into scripts
