@@ -15,7 +15,7 @@ rule run_study_worker:
         "results/benchmarks/run_study/{task}_{method}.worker{worker}.tsv"
     priority: get_study_priority
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     threads: 1
     resources:
         # One GPU per study job (a profile may override): the job claims a free one (finetune_hpo.gpus), and
@@ -48,7 +48,7 @@ rule run_study:
         "results/benchmarks/run_study/{task}_{method}.tsv"
     priority: get_study_priority
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     threads: 1
     resources:
         # As in run_study_worker: one GPU per study job, and the profile's GPU count.
@@ -78,7 +78,7 @@ rule confirm_top_trials:
         "results/benchmarks/confirm_top_trials/{task}_{method}.tsv"
     priority: get_study_priority
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     threads: 1
     resources:
         gpu=1,
@@ -110,7 +110,7 @@ rule score_best_model:
         "results/benchmarks/score_best_model/{task}_{method}.tsv"
     priority: get_study_priority
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     threads: 1
     resources:
         gpu=1,
@@ -135,7 +135,7 @@ rule export_best_config:
         f"{LOGS}/export_best_config/{{task}}_{{method}}.log",
     priority: get_study_priority
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     threads: 1
     params:
         study_dir=subpath(input.trials, parent=True),
