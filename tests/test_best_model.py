@@ -187,6 +187,25 @@ def test_best_trial_parameters_retrain_to_the_same_value_in_a_fresh_process(tmp_
     assert rerun["train_loss"] == pytest.approx(study.best_trial.user_attrs["train_loss"], rel=1e-6)
 
 
+def test_scoring_runs_torch_on_the_jobs_threads(tmp_path: Path, tiny_model: Path) -> None:
+    import torch
+
+    from finetune_hpo.evaluation import score_exported_model
+
+    _, settings, _, paths = _study(tmp_path, tiny_model, "rte", "full_finetune")
+    data = tmp_path / "results" / "data" / "rte"
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        # Rule score_best_model hands its job's threads here, as the study and confirmation rules do.
+        score_exported_model(
+            settings, paths.root, {"validation": data / "validation.jsonl"}, tmp_path / "scores.json", threads=2
+        )
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_the_exports_provenance_is_what_the_trial_and_the_data_recorded(tmp_path: Path, tiny_model: Path) -> None:
     import torch
     import transformers

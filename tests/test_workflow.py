@@ -201,6 +201,58 @@ def test_vm_profiles_plan_only_their_share() -> None:
     assert _planned_jobs("--profile", "profiles/vm1", "--config", "seed=7")["run_study"] == 2
 
 
+# Every rule whose job runs torch (tokenize_dataset: the tokenizer's processes), and the profile's threads for it.
+TORCH_RULES = ("run_study", "run_study_worker", "confirm_top_trials", "score_best_model", "tokenize_dataset")
+
+
+def _dry_run_threads(*args: str, env: dict[str, str] | None = None) -> dict[str, set[int]]:
+    """Per rule, the threads its planned jobs get (a dry run prints ``threads: N`` above 1, nothing at 1)."""
+    result = subprocess.run([*SNAKEMAKE, *args, "-n"], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    threads: dict[str, set[int]] = {}
+    for job in (result.stdout + result.stderr).split("\nrule ")[1:]:
+        found = re.search(r"^\s+threads: (\d+)$", job, flags=re.MULTILINE)
+        threads.setdefault(job.split(":")[0], set()).add(int(found.group(1)) if found else 1)
+    return threads
+
+
+def test_vm_profiles_give_every_torch_job_its_threads(tmp_path: Path) -> None:
+    # --cores 8: a GPU VM's cores (Snakemake lowers a job's threads to the cores it runs with, 2 here).
+    # vm2 plans the confirmation stage (MRPC, RTE); vm1 with 2 workers per study plans worker jobs.
+    workers = tmp_path / "workers.yaml"
+    workers.write_text(yaml.safe_dump({"optuna": {"storage": "env:OPTUNA_STORAGE_URL", "workers_per_study": 2}}))
+    configfiles = ["--configfile", "config/config.yaml", "profiles/vm1/vm.yaml", str(workers)]
+    storage = {**os.environ, "OPTUNA_STORAGE_URL": "postgresql://user@localhost/phase1"}
+    vm1 = _dry_run_threads("--profile", "profiles/vm1", "--cores", "8", *configfiles, env=storage)
+    vm2 = _dry_run_threads("--profile", "profiles/vm2", "--cores", "8")
+    for vm, planned in (("vm1", vm1), ("vm2", vm2)):
+        profile = yaml.safe_load((REPO / "profiles" / vm / "config.yaml").read_text())["set-threads"]
+        for rule in TORCH_RULES:
+            if rule in planned:
+                assert profile.get(rule, 1) > 1 and planned[rule] == {profile[rule]}, (vm, rule, planned[rule])
+    assert {rule for rule in TORCH_RULES if rule in vm1 or rule in vm2} == set(TORCH_RULES)
+    # What a job's threads are for: each of these rules' scripts hands them to the package (torch's threads,
+    # or the tokenizer's processes).
+    for rule in TORCH_RULES:
+        script = (REPO / "workflow" / "scripts" / f"{rule}.py").read_text()
+        assert "threads=smk.threads" in script, rule
+
+
+def test_every_rule_runs_in_the_conda_environment_that_applies_the_constraints() -> None:
+    environment = yaml.safe_load((REPO / "environment.yml").read_text())
+    (pip,) = [item["pip"] for item in environment["dependencies"] if isinstance(item, dict)]
+    # conda runs pip in environment.yml's folder, so these paths resolve from the repository root.
+    assert "-c requirements/constraints.txt" in pip and (REPO / "requirements" / "constraints.txt").is_file()
+    assert pip[-1] == "-e .[postgres]"
+    common = (REPO / "workflow" / "rules" / "common.smk").read_text()
+    assert f'CONDA_ENV = "{environment["name"]}"' in common
+    # Every rule that runs a script names that environment; none points Snakemake at a file to build.
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        for rule in re.split(r"^\s*rule ", smk.read_text(), flags=re.MULTILINE)[1:]:
+            if "script:" in rule:
+                assert re.search(r"^\s+conda:\n\s+CONDA_ENV$", rule, flags=re.MULTILINE), rule.split(":")[0]
+
+
 def _slurm_dry_run_jobs(vm: str) -> list[str]:
     """The jobs a dry run of profiles/slurm plans for one VM's share, as Snakemake prints them."""
     result = subprocess.run(

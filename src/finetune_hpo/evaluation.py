@@ -252,6 +252,7 @@ def write_scores(
     batch_size: int = 32,
     base_model: str | None = None,
     reference_predictions: Mapping[str, Path] | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Score the saved model on each named file; write ``{"model": ..., "scores": {<name>: ...}}`` to ``out_path``.
 
@@ -260,6 +261,7 @@ def write_scores(
     Args:
         reference_predictions: Per name, the study's predictions of this model's trial on that file's rows;
             those scores then carry ``prediction_agreement``.
+        threads: CPU threads for torch (a Snakemake job's ``threads``); ``None`` leaves torch's default.
 
     Raises:
         EvaluationError: no saved model, or one of another task than ``task_name``.
@@ -268,6 +270,10 @@ def write_scores(
         raise EvaluationError(
             f"{model_dir} holds no model saved by finetune-hpo; was the study run with selection.save_best_model?"
         )
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
     model, tokenizer, info = load_saved_model(Path(model_dir), base_model)
     if task_name is not None and info["task"] != task_name:
         raise EvaluationError(f"{model_dir} holds a {info['task']} model, not a {task_name} one")
@@ -305,6 +311,7 @@ def score_exported_model(
     *,
     confirmation_summary: Path | None = None,
     batch_size: int = 32,
+    threads: int = 1,
 ) -> dict[str, Any]:
     """The independent check of a study's export (rule score_best_model): point ``best_model`` at the
     exported trial's model (the confirmed winner, or the best trial), reload it with plain transformers/peft
@@ -316,6 +323,7 @@ def score_exported_model(
         data_files: ``validation`` (the selection set) and ``confirmation`` (held-out rows).
         out_path: The scores JSON the export reads.
         confirmation_summary: The confirmation stage's summary, when the study has one.
+        threads: CPU threads for torch (the Snakemake job's ``threads``).
     """
     paths = StudyPaths(study_dir)
     summary = json.loads(confirmation_summary.read_text()) if confirmation_summary is not None else None
@@ -330,4 +338,5 @@ def score_exported_model(
         task_name=settings.task.name,
         batch_size=batch_size,
         reference_predictions={"validation": paths.trial_predictions(trial.number, retrained=retrained)},
+        threads=threads,
     )

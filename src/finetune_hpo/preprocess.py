@@ -121,8 +121,10 @@ def prepare_tokenized_task(
     *,
     max_seq_length: int,
     qa: Mapping[str, Any],
+    threads: int = 1,
 ) -> dict[str, Any]:
-    """Rule tokenize_dataset: the model's tokenizer over the task's drawn rows, written to ``out_dir``."""
+    """Rule tokenize_dataset: the model's tokenizer over the task's drawn rows, written to ``out_dir``, in
+    ``threads`` processes (the job's threads; 1 tokenizes in this process)."""
     summary = tokenize_task(
         task,
         data_dir,
@@ -130,6 +132,7 @@ def prepare_tokenized_task(
         out_dir,
         max_seq_length=max_seq_length,
         qa_windowing=QAWindowing(int(qa["max_seq_length"]), int(qa["doc_stride"])),
+        num_proc=threads if threads > 1 else None,
     )
     logger.info("%s: %s", task.name, json.dumps(summary["splits"]))
     return summary

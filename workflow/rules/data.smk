@@ -14,7 +14,7 @@ rule subsample_dataset:
     benchmark:
         "results/benchmarks/subsample_dataset/{task}.tsv"
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     threads: 1
     params:
         train_size=get_train_size,
@@ -40,7 +40,7 @@ rule tokenize_dataset:
         "results/benchmarks/tokenize_dataset/{task}.tsv"
     priority: get_study_priority
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     threads: 1
     params:
         model_name_or_path=config["model"]["name_or_path"],

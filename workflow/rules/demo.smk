@@ -11,7 +11,7 @@ if is_demo_data():
         log:
             f"{LOGS}/generate_demo_data/{{task}}.log",
         conda:
-            "../../environment.yml"
+            CONDA_ENV
         threads: 1
         params:
             examples=config["demo"]["examples_per_split"],
@@ -28,7 +28,7 @@ if is_demo_model():
         log:
             f"{LOGS}/write_demo_corpus.log",
         conda:
-            "../../environment.yml"
+            CONDA_ENV
         threads: 1
         params:
             seed=config["seed"],
@@ -47,7 +47,7 @@ if is_demo_model():
         benchmark:
             "results/benchmarks/build_demo_model.tsv"
         conda:
-            "../../environment.yml"
+            CONDA_ENV
         threads: 2
         params:
             seed=config["seed"],

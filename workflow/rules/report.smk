@@ -28,7 +28,7 @@ rule plot_study:
     log:
         f"{LOGS}/plot_study/{{task}}_{{method}}.log",
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     threads: 1
     params:
         # The study's storage, beside its declared trials table.
@@ -50,7 +50,7 @@ rule plot_confirmation:
     log:
         f"{LOGS}/plot_confirmation/{{task}}_{{method}}.log",
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     threads: 1
     script:
         "../scripts/plot_confirmation.py"
@@ -68,7 +68,7 @@ rule plot_lora_vs_full:
     log:
         f"{LOGS}/plot_lora_vs_full.log",
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     threads: 1
     params:
         studies=get_reviewed_studies(),
@@ -89,7 +89,7 @@ rule check_phase1:
     log:
         f"{LOGS}/check_phase1.log",
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     threads: 1
     params:
         studies=get_reviewed_studies(),

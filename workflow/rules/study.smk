@@ -16,7 +16,7 @@ rule run_study_worker:
         "results/benchmarks/run_study/{task}_{method}.worker{worker}.tsv"
     priority: get_study_priority
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     threads: 1
     resources:
         # One GPU per study job (a profile may override): the job claims a free one (finetune_hpo.gpus), and
@@ -51,7 +51,7 @@ rule run_study:
         "results/benchmarks/run_study/{task}_{method}.tsv"
     priority: get_study_priority
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     threads: 1
     resources:
         # As in run_study_worker: one GPU per study job, and the profile's GPU count.
@@ -81,7 +81,7 @@ rule confirm_top_trials:
         "results/benchmarks/confirm_top_trials/{task}_{method}.tsv"
     priority: get_study_priority
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     threads: 1
     resources:
         gpu=1,
@@ -113,7 +113,7 @@ rule score_best_model:
         "results/benchmarks/score_best_model/{task}_{method}.tsv"
     priority: get_study_priority
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     threads: 1
     resources:
         gpu=1,
@@ -138,7 +138,7 @@ rule export_best_config:
         f"{LOGS}/export_best_config/{{task}}_{{method}}.log",
     priority: get_study_priority
     conda:
-        "../../environment.yml"
+        CONDA_ENV
     threads: 1
     params:
         study_dir=subpath(input.trials, parent=True),

@@ -21,4 +21,5 @@ with workflow_job(smk.log[0]):
         Path(smk.output.scores),
         confirmation_summary=Path(smk.input.confirmed) if smk.input.get("confirmed") else None,
         batch_size=smk.params.batch_size,
+        threads=smk.threads,
     )

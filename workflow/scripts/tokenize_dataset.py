@@ -15,4 +15,5 @@ with workflow_job(smk.log[0]):
         Path(smk.output.tokenized),
         max_seq_length=smk.params.max_seq_length,
         qa=smk.params.qa,
+        threads=smk.threads,
     )
