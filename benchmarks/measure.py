@@ -44,12 +44,14 @@ def make_demo(workdir: Path) -> float:
 
 def snakemake(workdir: Path, *args: str) -> float:
     started = time.perf_counter()
-    subprocess.run(
+    result = subprocess.run(
         [sys.executable, "-m", "snakemake", "--profile", "profiles/demo", "--directory", str(workdir), *args],
         cwd=REPO,
-        check=True,
         capture_output=True,
+        text=True,
     )
+    if result.returncode != 0:  # Snakemake's own account, not a bare CalledProcessError
+        raise RuntimeError(f"snakemake {' '.join(args)} failed in {workdir}:\n{result.stderr[-3000:]}")
     return time.perf_counter() - started
 
 

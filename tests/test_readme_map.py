@@ -32,3 +32,24 @@ def test_every_test_named_in_the_map_exists() -> None:
     assert named
     gone = [f"{module}::{test}" for module, test in named if test not in _test_names(REPO / "tests" / module)]
     assert not gone, f"tests/README.md names tests that do not exist: {gone}"
+
+
+def test_the_architecture_rule_table_names_what_each_script_calls() -> None:
+    """docs/architecture.md's rule -> function table is how a reader gets from a rule to the function that does its
+    work in one step: each rule names its script, and each script imports the function the table names."""
+    doc = (REPO / "docs" / "architecture.md").read_text()
+    rows = re.findall(r"^\| `([a-z_0-9]+)` \| `([a-z_0-9]+\.py)` \| `([a-z_0-9]+)\.([a-z_0-9]+)`", doc, re.MULTILINE)
+    rules = "".join(path.read_text() for path in (REPO / "workflow" / "rules").glob("*.smk"))
+    declared = set(re.findall(r"^\s*rule ([a-z_0-9]+):", rules, flags=re.MULTILINE))  # the demo's sit in an if
+    assert {rule for rule, *_ in rows} == declared - {"all"}, "every rule has one row, and every row a rule"
+    for rule, script, module, function in rows:
+        block = re.split(r"\n\s*rule ", rules[rules.index(f"rule {rule}:") :], maxsplit=1)[0]
+        assert f"scripts/{script}" in block, f"rule {rule} does not run {script}"
+        imports = ast.parse((REPO / "workflow" / "scripts" / script).read_text())
+        imported = {
+            (node.module, alias.name)
+            for node in ast.walk(imports)
+            if isinstance(node, ast.ImportFrom)
+            for alias in node.names
+        }
+        assert (f"finetune_hpo.{module}", function) in imported, f"{script} does not import {module}.{function}"

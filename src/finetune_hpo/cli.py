@@ -13,7 +13,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +26,7 @@ from finetune_hpo.evaluation import write_scores
 from finetune_hpo.export import export_study
 from finetune_hpo.gpus import claim_gpu
 from finetune_hpo.jobs import workflow_job
-from finetune_hpo.report import render_terminal, write_summary
-from finetune_hpo.review import StudyFiles, review_phase1
+from finetune_hpo.review import StudyFiles, check_phase1
 from finetune_hpo.settings import StudySettings
 from finetune_hpo.storage import StudyPaths
 from finetune_hpo.transfer import portfolio_from_files, render_enqueue
@@ -231,14 +229,7 @@ def cmd_check(args: argparse.Namespace) -> None:
             f"or a trials table in {layout.results / 'studies'}/; run the workflow first, or point --directory "
             "(or --results and --analysis) at the folder it wrote"
         )
-    reviews = review_phase1(studies)
-    write_summary(reviews, layout.results / "summary.md", layout.results / "summary.csv")
-    print(render_terminal(reviews))
-    failed = [review for review in reviews if review.failed]
-    for review in failed:
-        logger.error("%s: %s", review.study_name, review.problem)
-    if failed:
-        sys.exit(1)
+    check_phase1(studies, layout.results / "summary.md", layout.results / "summary.csv", show=print)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

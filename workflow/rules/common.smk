@@ -28,11 +28,11 @@ METHODS = config["methods"]
 LOGS = f"logs/phase1_optuna/{config['vm'] or 'all'}"
 # Offline W&B runs of every study, uploaded later with `wandb sync`.
 WANDB_DIR = "results/wandb"
-# Under `--sdm conda` every job runs in this conda environment, named, not built: environment.yml creates
-# it once (`conda env create -f environment.yml`, with requirements/constraints.txt applied). An environment
-# file that Snakemake builds is copied under .snakemake/conda/ first, where its `-e .` no longer finds the
-# package (README, "Real usage: two GPU VMs").
-CONDA_ENV = "finetune-hpo"
+# No rule has a `conda:` directive: every job runs in the environment Snakemake runs in (`make env`, or the
+# conda environment of environment.yml; README, "conda"). Snakemake records a rule's conda environment for its
+# rerun triggers on every run, with or without `--sdm conda`: a named environment makes each run call
+# `conda env export` (no conda, no run), and an environment file it builds is a copy under .snakemake/conda/,
+# where the file's `-e .` no longer finds this checkout.
 
 
 # On a cluster these run on the submitting node: they are cheap, and subsampling may need the hub,

@@ -13,8 +13,6 @@ rule subsample_dataset:
         f"{LOGS}/subsample_dataset/{{task}}.log",
     benchmark:
         "results/benchmarks/subsample_dataset/{task}.tsv"
-    conda:
-        CONDA_ENV
     threads: 1
     params:
         train_size=get_train_size,
@@ -39,8 +37,6 @@ rule tokenize_dataset:
     benchmark:
         "results/benchmarks/tokenize_dataset/{task}.tsv"
     priority: get_study_priority
-    conda:
-        CONDA_ENV
     threads: 1
     params:
         model_name_or_path=config["model"]["name_or_path"],

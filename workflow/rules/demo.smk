@@ -10,8 +10,6 @@ if is_demo_data():
             validation=DEMO_DATA_FILE.format(task="{task}", split="validation"),
         log:
             f"{LOGS}/generate_demo_data/{{task}}.log",
-        conda:
-            CONDA_ENV
         threads: 1
         params:
             examples=config["demo"]["examples_per_split"],
@@ -27,8 +25,6 @@ if is_demo_model():
             corpus="resources/synthetic/corpus.txt",
         log:
             f"{LOGS}/write_demo_corpus.log",
-        conda:
-            CONDA_ENV
         threads: 1
         params:
             seed=config["seed"],
@@ -46,8 +42,6 @@ if is_demo_model():
             f"{LOGS}/build_demo_model.log",
         benchmark:
             "results/benchmarks/build_demo_model.tsv"
-        conda:
-            CONDA_ENV
         threads: 2
         params:
             seed=config["seed"],

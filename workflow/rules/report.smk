@@ -27,8 +27,6 @@ rule plot_study:
         ),
     log:
         f"{LOGS}/plot_study/{{task}}_{{method}}.log",
-    conda:
-        CONDA_ENV
     threads: 1
     params:
         # The study's storage, beside its declared trials table.
@@ -49,8 +47,6 @@ rule plot_confirmation:
         ),
     log:
         f"{LOGS}/plot_confirmation/{{task}}_{{method}}.log",
-    conda:
-        CONDA_ENV
     threads: 1
     script:
         "../scripts/plot_confirmation.py"
@@ -67,8 +63,6 @@ rule plot_lora_vs_full:
         ),
     log:
         f"{LOGS}/plot_lora_vs_full.log",
-    conda:
-        CONDA_ENV
     threads: 1
     params:
         studies=get_reviewed_studies(),
@@ -88,8 +82,6 @@ rule check_phase1:
         ),
     log:
         f"{LOGS}/check_phase1.log",
-    conda:
-        CONDA_ENV
     threads: 1
     params:
         studies=get_reviewed_studies(),

@@ -15,8 +15,6 @@ rule run_study_worker:
     benchmark:
         "results/benchmarks/run_study/{task}_{method}.worker{worker}.tsv"
     priority: get_study_priority
-    conda:
-        CONDA_ENV
     threads: 1
     resources:
         # One GPU per study job (a profile may override): the job claims a free one (finetune_hpo.gpus), and
@@ -50,8 +48,6 @@ rule run_study:
     benchmark:
         "results/benchmarks/run_study/{task}_{method}.tsv"
     priority: get_study_priority
-    conda:
-        CONDA_ENV
     threads: 1
     resources:
         # As in run_study_worker: one GPU per study job, and the profile's GPU count.
@@ -80,8 +76,6 @@ rule confirm_top_trials:
     benchmark:
         "results/benchmarks/confirm_top_trials/{task}_{method}.tsv"
     priority: get_study_priority
-    conda:
-        CONDA_ENV
     threads: 1
     resources:
         gpu=1,
@@ -112,8 +106,6 @@ rule score_best_model:
     benchmark:
         "results/benchmarks/score_best_model/{task}_{method}.tsv"
     priority: get_study_priority
-    conda:
-        CONDA_ENV
     threads: 1
     resources:
         gpu=1,
@@ -137,8 +129,6 @@ rule export_best_config:
     log:
         f"{LOGS}/export_best_config/{{task}}_{{method}}.log",
     priority: get_study_priority
-    conda:
-        CONDA_ENV
     threads: 1
     params:
         study_dir=subpath(input.trials, parent=True),
