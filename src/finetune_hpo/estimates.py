@@ -187,6 +187,8 @@ def retrain_expectation(
         held_out_size: Held-out rows (questions) scored.
         selection_size: Rows of the selection set (a stage without held-out rows ranks on them).
     """
+    # Over 60 lines for its docstring, which is the export's contract for this field, and the full set of
+    # keys, which every case fills so that Phase 2 reads one shape.
     result: dict[str, Any] = {
         "value": None,
         "standard_error": None,

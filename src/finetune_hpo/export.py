@@ -67,6 +67,8 @@ def best_config(
         ExportError: the study holds fewer COMPLETE trials than configured, or the scores are of
             another trial's model.
     """
+    # Over 60 lines for one reason: the document is one literal in the schema's order, each part computed
+    # by its own function, so that a reader sees the whole export in one place.
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) < settings.n_trials:
         raise ExportError(

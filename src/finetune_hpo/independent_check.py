@@ -39,6 +39,7 @@ def selection_and_confirmation(
     when the confirmation stage had to retrain the winner (the study had not kept its model), the value that
     retraining scored; then the gap between the retraining and the study's own run is recorded beside it,
     with the seeds' noise to hold it against."""
+    # Long because it is the export's fields in their order, each with the reason for its standard error.
     selection_size = int(splits["validation"]["size"])
     fields: dict[str, Any] = {
         "selection_value": float(best.value),

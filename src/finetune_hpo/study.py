@@ -104,6 +104,7 @@ def run_study_worker(
     Returns:
         The study, and its settings with the precision resolved on this machine.
     """
+    # Over 60 lines: the steps of one worker in their order (open, define, resume, run, record), each a call.
     paths = StudyPaths(study_dir)
     storage = open_storage(settings.storage.url, paths, settings.storage.heartbeat)
     # One precision for every trial of this process, and the one the study's definition records.
