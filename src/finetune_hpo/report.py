@@ -34,7 +34,9 @@ def _fmt_estimate(value: float | None, standard_error: float | None, size: int |
     return text
 
 
-def _fmt_expected(review: StudyReview) -> str:
+def _fmt_expected(
+    review: StudyReview, seeds_note: str = " ({} seeds)", one_seed: str = " (1 seed, no seed noise)"
+) -> str:
     """``82.83 ± 3.92 (3 seeds)``; one seed is marked, since its error leaves the seeds' spread out."""
     if review.expected_value is None:
         return "-"
@@ -42,7 +44,7 @@ def _fmt_expected(review: StudyReview) -> str:
     if review.expected_standard_error is not None:
         text += f" ± {review.expected_standard_error:.2f}"
     seeds = review.expected_seeds or 0
-    return text + (f" ({seeds} seeds)" if seeds > 1 else " (1 seed, no seed noise)")
+    return text + (seeds_note.format(seeds) if seeds > 1 else one_seed)
 
 
 def _transfer_cell(review: StudyReview) -> str:
@@ -223,13 +225,7 @@ _TERMINAL_CRITERIA = ("optimal_yaml", "gap_gt_5", "tpe_beats_random", "importanc
 
 def _terminal_expected(review: StudyReview) -> str:
     """``89.17 ± 1.20 (3)``; one seed is ``(1*)``: its error holds the rows' noise only."""
-    if review.expected_value is None:
-        return "-"
-    text = f"{review.expected_value:.2f}"
-    if review.expected_standard_error is not None:
-        text += f" ± {review.expected_standard_error:.2f}"
-    seeds = review.expected_seeds or 0
-    return text + (f" ({seeds})" if seeds > 1 else " (1*)")
+    return _fmt_expected(review, seeds_note=" ({})", one_seed=" (1*)")
 
 
 def _terminal_importances(review: StudyReview) -> str:
