@@ -247,5 +247,7 @@ def test_the_exports_provenance_is_what_the_trial_and_the_data_recorded(tmp_path
     assert document["dataset"]["validation_sha256"] == splits["validation"]["sha256"]
     assert document["dataset"]["selection_ids_sha256"] == splits["validation"]["ids_sha256"] is not None
     assert document["fingerprint"] == study.user_attrs["fingerprint"]
+    # The seed the trial trained with (head, adapters, data order): Phase 2 reruns the trial with it.
+    assert document["seed"] == settings.seed == read_best_model_info(paths.best_model)["seed"]
     assert document["best_model"]["predictions_compared"] == splits["validation"]["size"]
     assert document["best_model"]["prediction_agreement"] == 1.0 and document["best_model"]["reproduced"]

@@ -60,7 +60,7 @@ def test_scores_do_not_depend_on_eval_batch_size_or_row_order(
     # An untrained head gives every window its own arbitrary logits: any mis-pairing changes the answers.
     model = load_base_model(task, str(tiny_model), seed=3).eval()
     tokenizer = load_tokenizer(str(tiny_model))
-    scores = []
+    scores, labels = [], []
     for batch_size, rows in ((1, data), (7, data), (64, data), (16, _reversed(data))):
         setup = TrainingSetup(
             task=task,
@@ -70,13 +70,19 @@ def test_scores_do_not_depend_on_eval_batch_size_or_row_order(
             qa_postprocessing=QA_OPTIONS,
             scratch_dir=tmp_path,
         )
-        metrics, _ = evaluate_with_trainer(setup, model, tokenizer, rows)
+        metrics, predictions = evaluate_with_trainer(setup, model, tokenizer, rows)
+        if task.is_classification:
+            labels.append(predictions if rows is data else predictions[::-1])
         # The task's scores; timings and the batch-averaged loss are not scores.
         scores.append({key: value for key, value in metrics.items() if key in SCORE_KEYS})
     for other in scores[1:]:
         assert other.keys() == scores[0].keys() and scores[0]
         for key in scores[0]:
             assert other[key] == pytest.approx(scores[0][key], abs=1e-6), key
+    # and each row's label, which accuracy alone cannot show (a reordering keeps it): the trial's predictions
+    # file pairs predictions with rows by position.
+    if task.is_classification:
+        assert all(other == labels[0] for other in labels[1:]) and len(set(labels[0])) > 1
 
 
 class GoldSpanOracle(torch.nn.Module):

@@ -233,6 +233,7 @@ def _gpu_workflow(tmp_path: Path, tiny_model: Path, host_gpus: str) -> tuple[sub
     workdir = tmp_path / "run"
     config = small_config(workdir, tiny_model, tasks=("rte",), n_trials=1, train_size=40)
     config["selection"]["save_best_model"] = False
+    config["tasks"]["rte"]["selection"] = {"confirm_top_k": 1, "confirm_seeds": 2}  # a GPU job too
     prepare_task(workdir, config, "rte")  # the data files the config names
     (workdir / "config").mkdir()
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
@@ -241,7 +242,7 @@ def _gpu_workflow(tmp_path: Path, tiny_model: Path, host_gpus: str) -> tuple[sub
     _fake_nvidia_smi(bin_dir, f'printf "{host_gpus}"')
     env = {key: value for key, value in os.environ.items() if key != "CUDA_VISIBLE_DEVICES"}
     env |= {"PATH": f"{bin_dir}:{env['PATH']}", "FINETUNE_HPO_GPU_LOCK_DIR": str(tmp_path / "locks")}
-    targets = [f"results/studies/rte_{method}/trials.csv" for method in ("full_finetune", "lora")]
+    targets = [f"results/studies/rte_{method}/confirmation.json" for method in ("full_finetune", "lora")]
     options = ["--profile", "profiles/demo", "--directory", str(workdir), "--cores", "2", "--resources", "gpu=2"]
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", *targets, *options],
@@ -263,6 +264,9 @@ def test_snakemake_runs_two_studies_at_once_each_on_its_own_gpu(tmp_path: Path, 
         claimed = [line for line in log.splitlines() if "run_study: claimed GPU" in line]
         assert len(claimed) == 1, log[-2000:]
         claims[method] = claimed[0].split("claimed GPU ")[1].split()[0]
+    for method in ("full_finetune", "lora"):  # the confirmation stage claims a GPU of its own too
+        log = (workdir / "logs/phase1_optuna/all/confirm_top_trials" / f"rte_{method}.log").read_text()
+        assert sum("confirm_top_trials: claimed GPU" in line for line in log.splitlines()) == 1, log[-2000:]
     # Both jobs were ready together and the profile allows two: they ran at once, on different GPUs.
     assert sorted(claims.values()) == ["0", "1"]
 
