@@ -201,8 +201,7 @@ def freeze_in_a_running_trial(
 
 def read_wandb_run(run_dir: Path) -> dict[str, Any]:
     """What an offline W&B run holds, read from its ``run-<id>.wandb`` file with W&B's own record schema
-    (``wandb.proto.wandb_internal_pb2.Record``): the run's name and config, its final summary, and its
-    history (one row per ``log`` call).
+    (``wandb.proto.wandb_internal_pb2.Record``): the run's name and config, and its final summary.
 
     The file is W&B's LevelDB-style log: a 7-byte header (``:W&B``, magic, version), then records in 32 KiB
     blocks, each chunk behind a 7-byte header (crc32, length, type: 1 full, 2 first, 3 middle, 4 last). wandb
@@ -231,7 +230,7 @@ def read_wandb_run(run_dir: Path) -> dict[str, Any]:
             record.ParseFromString(pending)
             records.append(record)
             pending = b""
-    run: dict[str, Any] = {"name": None, "config": {}, "summary": {}, "history": []}
+    run: dict[str, Any] = {"name": None, "config": {}, "summary": {}}
     for record in records:
         kind = record.WhichOneof("record_type")
         if kind == "run":
@@ -241,8 +240,4 @@ def read_wandb_run(run_dir: Path) -> dict[str, Any]:
             run["config"] |= {item.key: json.loads(item.value_json) for item in record.config.update if item.key}
         elif kind == "summary":
             run["summary"] |= {item.key: json.loads(item.value_json) for item in record.summary.update if item.key}
-        elif kind == "history":  # one row per log call, with W&B's own keys (_step, _runtime, ...)
-            run["history"].append(
-                {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
-            )
     return run

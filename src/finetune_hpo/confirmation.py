@@ -38,7 +38,6 @@ from finetune_hpo.runtime import effective_precision, frozen_for_garbage_collect
 from finetune_hpo.settings import StudySettings
 from finetune_hpo.signals import raise_if_stop_requested, sigterm_as_interrupt
 from finetune_hpo.storage import StudyError, StudyPaths, fail_interrupted_trials, open_storage
-from finetune_hpo.tracking import wait_for_runs
 from finetune_hpo.trial_records import write_best_predictions
 
 logger = logging.getLogger(__name__)
@@ -231,20 +230,17 @@ def _train_missing_runs(stage: _Stage, get_runner: Callable[[], Runner]) -> int:
         len(pairs),
     )
     if missing:
-        try:
-            with sigterm_as_interrupt(), frozen_for_garbage_collection():
-                for number, (candidate, seed) in enumerate(missing, start=1):
-                    logger.info(
-                        "confirmation run %d/%d: trial %d's configuration with seed %d",
-                        number,
-                        len(missing),
-                        candidate.number,
-                        seed,
-                    )
-                    get_runner().run(stage.confirmations, candidate, seed)
-                    raise_if_stop_requested()
-        finally:
-            wait_for_runs()  # the runs' W&B records written (offline) before the stage goes on or stops
+        with sigterm_as_interrupt(), frozen_for_garbage_collection():
+            for number, (candidate, seed) in enumerate(missing, start=1):
+                logger.info(
+                    "confirmation run %d/%d: trial %d's configuration with seed %d",
+                    number,
+                    len(missing),
+                    candidate.number,
+                    seed,
+                )
+                get_runner().run(stage.confirmations, candidate, seed)
+                raise_if_stop_requested()
     return len(pairs)
 
 

@@ -19,8 +19,7 @@ ERROR_CHARACTERS = 500
 
 class RunRecord:
     """One run's records. Opens its W&B run (grouped by study) on creation; :meth:`completed`,
-    :meth:`failed` or :meth:`pruned` writes the outcome and finishes it. W&B's start and finish are made by
-    a background thread while the run trains and the next one is drawn, and W&B never fails the run
+    :meth:`failed` or :meth:`pruned` writes the outcome and finishes it. W&B never fails the run
     (:class:`finetune_hpo.tracking.TrialRun`).
 
     Args:
@@ -58,10 +57,8 @@ class RunRecord:
             },
             directory=wandb_dir,
         )
-        # Recorded at once, as W&B is asked to name the run (a killed trial keeps it too); corrected when the
-        # run ends if W&B started none or named it otherwise (_record_run_id).
-        if self.run.planned_id:
-            trial.set_user_attr("wandb_run_id", self.run.planned_id)
+        if self.run.run_id:
+            trial.set_user_attr("wandb_run_id", self.run.run_id)
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """One epoch's evaluation, as W&B's ``eval/<metric>`` series."""
@@ -75,7 +72,6 @@ class RunRecord:
         held_out = {f"confirmation/{key}": value for key, value in (outcome.confirmation_metrics or {}).items()}
         self.run.summary({"objective": outcome.value, "state": "COMPLETE", **outcome.metrics, **held_out})
         self.run.finish()
-        self._record_run_id()
 
     def failed(self, error: BaseException, attributes: Mapping[str, Any] = ()) -> None:
         """The run raised: its error on the trial (and ``attributes``, e.g. ``diverged``) and in W&B."""
@@ -84,20 +80,11 @@ class RunRecord:
             self.trial.set_user_attr(key, value)
         self.run.summary({"state": "FAIL", "error": repr(error)[:ERROR_CHARACTERS]})
         self.run.finish(exit_code=1)
-        self._record_run_id()
 
     def pruned(self) -> None:
         """The pruner stopped the run after an epoch."""
         self.run.summary({"state": "PRUNED"})
         self.run.finish()
-        self._record_run_id()
-
-    def _record_run_id(self) -> None:
-        """The run's id as W&B started it: W&B's start was made long before the run ended, so this waits for
-        nothing in practice; ``None`` when W&B could not start the run."""
-        started = self.run.run_id
-        if started != self.run.planned_id:
-            self.trial.set_user_attr("wandb_run_id", started)
 
 
 def outcome_attributes(outcome: TrialOutcome) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from finetune_hpo.runtime import effective_precision, frozen_for_garbage_collect
 from finetune_hpo.settings import StudySettings
 from finetune_hpo.signals import raise_if_stop_requested, sigterm_as_interrupt
 from finetune_hpo.storage import StudyError, StudyPaths, fail_interrupted_trials, open_storage
-from finetune_hpo.tracking import log_study_summary, wait_for_runs
+from finetune_hpo.tracking import log_study_summary
 from finetune_hpo.training import TrainingSetup
 from finetune_hpo.transfer import study_portfolio
 from finetune_hpo.trial_records import trials_table_rows, write_best_predictions, write_trials_table
@@ -153,7 +153,6 @@ def run_study_worker(
     finally:
         # Every finished trial, with its error, where a failed job does not delete it.
         write_trials_table(study, paths.trials_progress)
-        wait_for_runs()  # and each trial's W&B run finished (its files written, offline)
     return study, settings
 
 
@@ -197,15 +196,12 @@ def finalize_study(
     if settings.selection.save_best_model:
         promote_best_model(paths.best_model, study.get_trials(deepcopy=False), settings.selection.models_kept)
     # Once per study, by whichever process finalizes it: with several workers, that process ran no trial.
-    # Its W&B calls are made in the background while the files below are written.
-    summary_logged = not study.user_attrs.get("wandb_summary_logged") and log_summary_run(study, settings, wandb_dir)
+    if not study.user_attrs.get("wandb_summary_logged") and log_summary_run(study, settings, wandb_dir):
+        study.set_user_attr("wandb_summary_logged", True)
     best = best_complete_trial(study.get_trials(deepcopy=False))
     write_best_predictions(paths, None if best is None else best.number)
     write_trials_table(study, trials_table or paths.trials_table)
     shutil.rmtree(paths.scratch, ignore_errors=True)
-    wait_for_runs()
-    if summary_logged:  # only once the run is finished: a kill before then logs it again on the rerun
-        study.set_user_attr("wandb_summary_logged", True)
 
 
 def _optimize_until_complete(
