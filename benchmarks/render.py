@@ -88,7 +88,11 @@ def overhead_section(over: Mapping[str, Any]) -> list[str]:
         f"it out. Aim: ratio <= 1.05. W&B's share is a fixed cost per trial (its run's start, log and finish), "
         f"{100 * over['w&b_share_s'] / statistics.median(per['bare']['values']):.0f}% of a "
         f"{statistics.median(per['bare']['values']):.2f} s trial of the demo's tiny model; it does not grow with "
-        "the trial, so on a real trial of minutes it vanishes, and the ratio without it is the W&B-disabled row.",
+        "the trial, so on a real trial of minutes it vanishes, and the ratio without it is the W&B-disabled row. "
+        "Tried and not kept (2026-12-05, 9 blocks each, one after the other on this machine): W&B's calls made by a "
+        "background thread, the run's start while the trial builds its model and its finish while the next trial "
+        "is drawn. W&B's share went from 0.071 to 0.060 s per trial and the offline ratio from 1.073 to 1.104, both "
+        "inside the blocks' spread: on a CPU trial the thread competes with training for the interpreter lock.",
         "",
     ]
 

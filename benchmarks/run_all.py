@@ -41,6 +41,8 @@ def measure(sections: list[str], args: argparse.Namespace) -> None:
 
     root = Path(tempfile.mkdtemp(prefix="finetune-hpo-bench-"))
     command = f"python benchmarks/run_all.py --only {' '.join(sections)}"
+    if "overhead" in sections:
+        command += f" --overhead-blocks {args.overhead_blocks}"
     try:
         if "demo" in sections:
             demo = bench_demo(root, cold_runs=args.cold_runs, reruns=5)
@@ -49,7 +51,7 @@ def measure(sections: list[str], args: argparse.Namespace) -> None:
         else:
             model = demo_assets(root) / "resources" / "tiny-bert"
         runs = {
-            "overhead": lambda: bench_overhead(root, model, n_trials=5, blocks=3),
+            "overhead": lambda: bench_overhead(root, model, n_trials=5, blocks=args.overhead_blocks),
             "peer": lambda: bench_peer(root, model, n_trials=10, seeds=args.seeds),
             "scaling": lambda: bench_scaling(root, model, sizes=[250, 500, 1000, 2000], repeats=3),
             "pruning": lambda: bench_pruning(root, model, seeds=args.pruning_seeds, n_trials=10),
@@ -70,6 +72,12 @@ def main() -> None:
     parser.add_argument("--pruning-seeds", type=int, default=10)
     parser.add_argument(
         "--cold-runs", type=int, default=3, choices=range(1, 11), help="cold `make demo` runs, each in a fresh folder"
+    )
+    parser.add_argument(
+        "--overhead-blocks",
+        type=int,
+        default=9,
+        help="interleaved blocks of the overhead section (its median is over them)",
     )
     parser.add_argument("--render", action="store_true", help="only rewrite BENCHMARKS.md from the saved sections")
     args = parser.parse_args()
