@@ -443,7 +443,9 @@ def test_a_winner_at_the_edge_of_its_range_is_flagged_with_the_way_to_widen(tmp_
         "exported trial 4: lora_rank 64 is the largest of choices 4, 8, 16, 32, 64: add a larger choice",
     ]
     assert "Range edges" in render_markdown([review]) and "lora_rank 64 is the largest" in render_markdown([review])
-    assert "WARN range_edges (exported trial 4: learning_rate" in " ".join(render_terminal([review]).split())
+    # The terminal names each parameter and its end in a few words; summary.md says how to widen.
+    terminal = " ".join(render_terminal([review]).split())
+    assert "WARN range_edges (exported trial 4: learning_rate high, lora_rank high)" in terminal
     assert "lora_rank 64" in _csv_row(review)["range_edges"]
     # Inside its range (the middle tenth-to-nine-tenths on the log scale): nothing to say.
     inside = {"learning_rate": 1e-5, "lora_rank": 16, "warmup_ratio": 0.1, "batch_size": 32}

@@ -46,6 +46,10 @@ class RangeEdge:
             f"widen the {'high' if high else 'low'} end"
         )
 
+    def short(self) -> str:
+        """``learning_rate high``: the terminal's form; :meth:`describe` says how to widen."""
+        return f"{self.parameter} {self.side}"
+
 
 def range_edges(params: Mapping[str, Any], distributions: Mapping[str, BaseDistribution]) -> list[RangeEdge]:
     """The parameters of ``params`` that lie in the outer tenth of their range (on the log scale for a log

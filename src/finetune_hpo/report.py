@@ -271,8 +271,8 @@ def _terminal_notes(reviews: Sequence[StudyReview]) -> list[str]:
         for name, verdict in review.criteria.items():
             if name in _TERMINAL_CRITERIA or verdict == "PASS":
                 continue
-            if name == "range_edges":
-                name += " (" + "; ".join(review.range_edges) + ")"
+            if name == "range_edges":  # which parameters; summary.md says how to widen each
+                name += " (" + "; ".join(review.range_edges_short) + ")"
             if name == "retrained_gap" and review.retrained_gap is not None:
                 noise = "" if review.retrained_gap_noise is None else f", noise {review.retrained_gap_noise:.2f}"
                 name += f" (the winner retrained - its study run: {review.retrained_gap:+.2f} points{noise})"
@@ -299,7 +299,8 @@ def render_terminal(reviews: Sequence[StudyReview]) -> str:
         "set that chose it (optimistic). baseline = the best constant prediction. gap>5: best - worst trial > 5 "
         "points. TPE>random: the best TPE trial beats the best random one; P = the chance it would as random "
         "search. importances: fANOVA's top parameter (lr, epochs, batch, warmup, wd, rank, alpha, dropout), WARN when "
-        "too few trials or more than half of them tied. "
+        "too few trials or more than half of them tied. range_edges: a chosen value at the high or low end of its "
+        "range, where the best may lie beyond it (summary.md says how to widen each). "
         "The full table (confirmation, noise, worst trial, importances): summary.md and summary.csv in the "
         "results folder."
     )
@@ -313,7 +314,8 @@ def render_terminal(reviews: Sequence[StudyReview]) -> str:
 
 def render_csv(reviews: Sequence[StudyReview]) -> str:
     buffer = io.StringIO()
-    fields = [key for key in asdict(StudyReview("x")) if key not in ("importances", "criteria")]
+    # range_edges_short is the terminal's copy of range_edges.
+    fields = [key for key in asdict(StudyReview("x")) if key not in ("importances", "criteria", "range_edges_short")]
     writer = csv.DictWriter(buffer, fieldnames=[*fields, "importances", "criteria"], lineterminator="\n")
     writer.writeheader()
     for review in reviews:

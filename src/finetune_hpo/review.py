@@ -187,10 +187,11 @@ def _review_range_edges(review: StudyReview, exported: FrozenTrial | None, singl
     for trial, label in ((exported, "exported"), (single_best, "single best")):
         if trial is None or (label == "single best" and exported is not None and trial.number == exported.number):
             continue
-        review.range_edges += [
-            f"{label} trial {trial.number}: {edge.describe()}"
-            for edge in range_edges(trial.params, trial.distributions)
-        ]
+        edges = range_edges(trial.params, trial.distributions)
+        review.range_edges += [f"{label} trial {trial.number}: {edge.describe()}" for edge in edges]
+        if edges:
+            short = ", ".join(edge.short() for edge in edges)
+            review.range_edges_short.append(f"{label} trial {trial.number}: {short}")
     review.criteria["range_edges"] = "WARN" if review.range_edges else "PASS"
 
 

@@ -46,6 +46,8 @@ class StudyReview:
             ``optuna.enqueue``, or the sampler.
         range_edges: Parameters of the exported (and the single best) configuration at an edge of their range,
             each with which way to widen it.
+        range_edges_short: The same per trial in a few words (``exported trial 4: learning_rate high``), for the
+            terminal.
         best_random: Best of the sampler's random start-up trials.
         best_guided: Best of the trials TPE chose.
         p_tpe_beats_random_by_chance: Chance that best guided > best random if TPE were random search.
@@ -92,6 +94,7 @@ class StudyReview:
     best_sampled: float | None = None
     winner_from: str | None = None
     range_edges: list[str] = field(default_factory=list)
+    range_edges_short: list[str] = field(default_factory=list)
     best_random: float | None = None
     best_guided: float | None = None
     p_tpe_beats_random_by_chance: float | None = None
