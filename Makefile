@@ -40,7 +40,7 @@ lint: env
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check workflow
-	$(BIN)/snakemake --lint --profile profiles/demo
+	$(BIN)/python .ci/snakemake_lint.py --profile profiles/demo
 
 format: env
 	$(BIN)/ruff check --fix .

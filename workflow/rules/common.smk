@@ -28,7 +28,7 @@ METHODS = config["methods"]
 LOGS = f"logs/phase1_optuna/{config['vm'] or 'all'}"
 # Offline W&B runs of every study, uploaded later with `wandb sync`.
 WANDB_DIR = "results/wandb"
-# No rule has a `conda:` directive: every job runs in the environment Snakemake runs in (`make env`, or the
+# No `conda:` directive anywhere: every job runs in the environment Snakemake runs in (`make env`, or the
 # conda environment of environment.yml; README, "conda"). Snakemake records a rule's conda environment for its
 # rerun triggers on every run, with or without `--sdm conda`: a named environment makes each run call
 # `conda env export` (no conda, no run), and an environment file it builds is a copy under .snakemake/conda/,
