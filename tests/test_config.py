@@ -93,9 +93,14 @@ def test_data_file_without_the_task_columns_is_refused(tmp_path: Path) -> None:
 
 
 def test_unloadable_model_is_a_clear_error(monkeypatch) -> None:
+    import huggingface_hub.constants
+
     from finetune_hpo.preprocess import load_tokenizer
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # this machine has no hub; make that fast and certain
+    # This machine has no hub; make that fast and certain. huggingface_hub reads HF_HUB_OFFLINE when it is
+    # imported, which an earlier test may have done: the environment alone left 46 s of retries.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ConfigError, match=r"model\.name_or_path: cannot load 'no-such-org/no-such-model'"):
         load_tokenizer("no-such-org/no-such-model")
 
