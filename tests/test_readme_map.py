@@ -53,3 +53,31 @@ def test_the_architecture_rule_table_names_what_each_script_calls() -> None:
             for alias in node.names
         }
         assert (f"finetune_hpo.{module}", function) in imported, f"{script} does not import {module}.{function}"
+
+
+def test_the_package_import_graph_has_no_cycle() -> None:
+    """docs/architecture.md promises no cycle, counting the imports made inside functions."""
+    graph: dict[str, set[str]] = {}
+    for path in (REPO / "src" / "finetune_hpo").glob("*.py"):
+        imported = graph.setdefault(path.stem, set())
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("finetune_hpo."):
+                imported.add(node.module.split(".")[1])
+    state: dict[str, str] = {}
+
+    def cycle_from(module: str, path: list[str]) -> list[str]:
+        if state.get(module) == "open":
+            return [*path[path.index(module) :], module]
+        if state.get(module) == "done":
+            return []
+        state[module] = "open"
+        for other in sorted(graph.get(module, ())):
+            found = cycle_from(other, [*path, module])
+            if found:
+                return found
+        state[module] = "done"
+        return []
+
+    for module in sorted(graph):
+        found = cycle_from(module, [])
+        assert not found, f"import cycle: {' -> '.join(found)}"

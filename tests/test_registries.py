@@ -35,6 +35,17 @@ def test_every_method_and_metric_entry_is_complete() -> None:
     # Each built-in task's metric is one its scorer produces.
     for task in TASKS.values():
         assert task.metric in METRICS[task.problem_type]
+    # And each registry entry is a metric its problem type's scorer returns (validate checks the registry only).
+    import numpy as np
+
+    from finetune_hpo.metrics import classification_metrics, squad_v2_metrics
+
+    produced = {
+        "classification": classification_metrics(np.array([0, 1, 1]), np.array([0, 1, 0]), num_labels=2),
+        "extractive_qa": squad_v2_metrics({"a": "x", "b": ""}, {"a": ["x"], "b": []}),
+    }
+    for problem_type, metrics in METRICS.items():
+        assert set(metrics) <= set(produced[problem_type]), problem_type
 
 
 def test_constant_prediction_baselines_come_from_the_metric_registry() -> None:

@@ -243,7 +243,7 @@ def test_the_conda_environment_applies_the_constraints_and_no_rule_names_one() -
     (pip,) = [item["pip"] for item in environment["dependencies"] if isinstance(item, dict)]
     # conda runs pip in environment.yml's folder, so these paths resolve from the repository root.
     assert "-c requirements/constraints.txt" in pip and (REPO / "requirements" / "constraints.txt").is_file()
-    assert pip[-1] == "-e .[postgres]"
+    assert pip[-1] == "-e .[postgres,slurm]"  # the workflow's extras; make env adds the dev tools
     # Snakemake records a rule's conda environment on every run, --sdm conda or not: a named one calls
     # `conda env export` (every run fails without conda, as this machine has none), so jobs run in the
     # environment Snakemake runs in. The workflow tests run Snakemake here, without conda.

@@ -111,9 +111,10 @@ def _check_transfer(config: Mapping[str, Any]) -> None:
     """Transfer edges join tasks that run on the same VM, and form no cycle: a study waits for its sources, and
     on one VM the workflow can wait only for studies of that VM.
 
-    An edge from or into a task the config leaves out is no error: a config that keeps only RTE still carries
-    the default edges, and its study starts from the configured sources only (:func:`configured_sources`;
-    ``validate`` prints what each study starts from)."""
+    An edge from or into a task the config leaves out is dropped, not refused: a config that keeps only RTE
+    and SST-2 but carries the default edges starts RTE's study from SST-2's only (:func:`configured_sources`;
+    ``validate`` prints what each study starts from). A self-edge or a cycle is refused wherever it is: it is
+    a mistake in the edges themselves."""
     problems = []
     sources = config["transfer"]["sources"]
     for target, feeding in sources.items():

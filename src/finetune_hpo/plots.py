@@ -30,7 +30,7 @@ from optuna.trial import TrialState
 
 from finetune_hpo.importances import parameter_importances
 from finetune_hpo.methods import METHODS, method_spec
-from finetune_hpo.review import StudyReview
+from finetune_hpo.review_row import StudyReview
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from finetune_hpo.importances import MAX_TIED_SHARE, MIN_TRIALS_FOR_IMPORTANCE, TIE_DECIMALS
 from finetune_hpo.io import write_text_atomic
-from finetune_hpo.review import StudyReview
+from finetune_hpo.review_row import StudyReview
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
